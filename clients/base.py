@@ -1,0 +1,368 @@
+"""The shape every wirewise client shares, and the reconnect-with-resume loop they all use.
+
+A client logs in, subscribes to rooms, sends messages and closes::
+
+    with SseClient("http://127.0.0.1:8000") as client:
+        client.login("ada")
+        sub = client.subscribe("general", after=0)
+        client.send("general", "hello")
+        for message in sub:          # protocol messages: new_message, user_joined, gap, ...
+            print(message)
+
+Transport modules implement two things: :meth:`Client.send` and a *session* opener, a
+function that opens one connection (or one series of polls) from a cursor and feeds the
+messages it reads to a callback until the connection ends. Everything else is here: a
+reader thread per subscription, the cursor (the last id seen), dropping duplicates at a
+reconnect seam, resuming after a drop with jittered exponential backoff, and giving up
+(:class:`SubscriptionFailed`) only after ``give_up_after`` seconds without a connection or
+when the server refuses us (401, 403, 400).
+
+Synchronous and thread-based on purpose: under Locust, gevent patches threads into greenlets,
+so the same code serves a test, a script and a load generator.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import ssl
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from wirewise import protocol
+from wirewise.protocol import Error, Gap, ServerMessage
+
+__all__ = [
+    "Backoff",
+    "Client",
+    "ClientError",
+    "Refused",
+    "Subscription",
+    "SubscriptionFailed",
+    "shared_ssl_context",
+]
+
+DEFAULT_TIMEOUT = 5.0
+"""Seconds for connecting, for a request, and for a send's answer."""
+
+OnMessage = Callable[[ServerMessage], None]
+
+
+class ClientError(Exception):
+    """A request failed (network, timeout, or an answer we cannot use)."""
+
+
+class Refused(ClientError):
+    """The server answered with a protocol error; ``code`` says which (PROTOCOL.md)."""
+
+    def __init__(self, code: str, detail: str, status: int | None = None) -> None:
+        super().__init__(f"{code}: {detail}" + (f" (HTTP {status})" if status else ""))
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+class SubscriptionFailed(ClientError):
+    """A subscription gave up: refused by the server, or no connection for too long."""
+
+
+class SessionEnded(Exception):
+    """Raised inside a session when the server ended it; the loop resumes with backoff."""
+
+
+FATAL_CODES = frozenset({"unauthorized", "forbidden_origin", "bad_room", "bad_cursor"})
+"""Refusals that retrying cannot fix."""
+
+
+def refused_from_body(body: bytes | str, status: int | None) -> Refused:
+    """The :class:`Refused` an HTTP error answer stands for (its ``error`` body when valid)."""
+    try:
+        message = protocol.decode_server(body)
+    except protocol.ProtocolError:
+        return Refused("bad_message", f"unexpected answer {str(body)[:80]!r}", status)
+    if isinstance(message, Error):
+        return Refused(message.code, message.detail, status)
+    return Refused("bad_message", f"unexpected {message.type}", status)
+
+
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One SSL context for every client: building one costs ~50 ms of CPU (even for http://)."""
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = ssl.create_default_context()
+        return _ssl_context
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Full-jitter exponential backoff: sleep uniform(0, min(cap, base * 2**attempt))."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    give_up_after: float = 30.0
+    """Seconds of consecutive failure after which a subscription gives up."""
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+_CLOSED = object()
+
+
+class Subscription:
+    """A live view of one room: iterate it, or pass ``on_message`` to be called instead.
+
+    The reader thread keeps the cursor (``last_id``), drops events it has already seen,
+    treats ``gap`` as a new starting point, and reconnects after any drop with ``after`` =
+    the cursor. Iteration ends when the subscription is closed or has failed (then
+    :attr:`error` says why and iterating raises it).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        room: str,
+        after: int | None,
+        on_message: OnMessage | None,
+    ) -> None:
+        self.client = client
+        self.room = room
+        self.last_id = after
+        self.reconnects = 0
+        self.error: ClientError | None = None
+        self.connected = threading.Event()
+        self._on_message = on_message
+        self._queue: queue.SimpleQueue[object] | None = None if on_message else queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._closers: list[Callable[[], None]] = []
+        self._thread = threading.Thread(
+            target=self._run, name=f"wirewise-{client.transport}-{room}", daemon=True
+        )
+        self._thread.start()
+
+    # -- the consumer side ---------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[ServerMessage]:
+        return self
+
+    def __next__(self) -> ServerMessage:
+        message = self.get(None)
+        if message is None:
+            raise StopIteration
+        return message
+
+    def get(self, timeout: float | None) -> ServerMessage | None:
+        """The next message, or None after ``timeout`` seconds or once closed."""
+        if self._queue is None:
+            raise TypeError("this subscription delivers to its on_message callback")
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)  # later calls end too
+            if self.error is not None and not self._closed.is_set():
+                raise self.error
+            return None
+        return item  # type: ignore[return-value]
+
+    def wait_connected(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        return self.connected.wait(timeout)
+
+    def close(self) -> None:
+        """Stop reading and close the connection; safe to call twice and from any thread."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for closer in list(self._closers):
+            try:
+                closer()
+            except Exception:  # closing a connection that is already gone
+                pass
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=DEFAULT_TIMEOUT)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    # -- the reader side -----------------------------------------------------------------
+
+    def on_close(self, closer: Callable[[], None]) -> Callable[[], None]:
+        """Sessions register how to abort their blocking read; returns the unregister."""
+        self._closers.append(closer)
+        if self._closed.is_set():
+            closer()
+
+        def forget() -> None:
+            if closer in self._closers:
+                self._closers.remove(closer)
+
+        return forget
+
+    def deliver(self, message: ServerMessage) -> None:
+        """Called by sessions for every message read, in order."""
+        if isinstance(message, Gap):
+            # Events before oldest_available are gone; ids may restart (a server restart).
+            self.last_id = message.oldest_available - 1
+        elif isinstance(message, Error):
+            pass
+        else:
+            msg_id = getattr(message, "id", None)
+            if msg_id is not None:
+                if self.last_id is not None and msg_id <= self.last_id:
+                    return  # seen before the reconnect
+                self.last_id = msg_id
+        if self._on_message is not None:
+            self._on_message(message)
+        else:
+            assert self._queue is not None
+            self._queue.put(message)
+
+    def set_cursor(self, last_id: int) -> None:
+        """Sessions that learn the live position without an event (a first poll) set it."""
+        if self.last_id is None:
+            self.last_id = last_id
+
+    def _run(self) -> None:
+        backoff = self.client.backoff
+        attempt = 0
+        failing_since: float | None = None
+        try:
+            while not self._closed.is_set():
+                opened = False
+
+                def mark_open() -> None:
+                    nonlocal opened, attempt, failing_since
+                    opened = True
+                    attempt = 0
+                    failing_since = None
+                    self.connected.set()
+
+                try:
+                    self.client.run_session(self, mark_open)
+                except Refused as exc:
+                    if exc.code in FATAL_CODES or exc.status in (401, 403):
+                        raise SubscriptionFailed(str(exc)) from exc
+                except (ClientError, SessionEnded, OSError):
+                    pass
+                if self._closed.is_set():
+                    break
+                self.connected.clear()
+                now = time.monotonic()
+                if not opened:
+                    failing_since = failing_since or now
+                    if now - failing_since > backoff.give_up_after:
+                        raise SubscriptionFailed(
+                            f"no connection to {self.client.base_url} for {backoff.give_up_after:g} s"
+                        )
+                self.reconnects += 1
+                self._closed.wait(backoff.delay(attempt))
+                attempt += 1
+        except SubscriptionFailed as exc:
+            self.error = exc
+        finally:
+            self.connected.clear()
+            if self._queue is not None:
+                self._queue.put(_CLOSED)
+
+
+class Client(ABC):
+    """One user's connection(s) to one server. Thread-safe; close it when done."""
+
+    transport: ClassVar[str]
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff: Backoff | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.backoff = backoff or Backoff()
+        self.token = token
+        self.user: str | None = None
+        self._subscriptions: list[Subscription] = []
+
+    # -- the shared shape ----------------------------------------------------------------
+
+    @abstractmethod
+    def login(self, user: str) -> str:
+        """Get a token for ``user`` (kept for every later call) and return it."""
+
+    def subscribe(
+        self, room: str, after: int | None = None, on_message: OnMessage | None = None
+    ) -> Subscription:
+        """Follow ``room`` from event ``after`` (None: from now on)."""
+        if not protocol.valid_room(room):
+            raise Refused("bad_room", "room names match [A-Za-z0-9_-]{1,64}")
+        sub = Subscription(self, room, after, on_message)
+        self._subscriptions.append(sub)
+        return sub
+
+    @abstractmethod
+    def send(
+        self, room: str, text: str, *, client_msg_id: str | None = None, sent_at: int | None = None
+    ) -> int:
+        """Send a message and return its id (retries are safe: sends are idempotent)."""
+
+    def close(self) -> None:
+        for sub in self._subscriptions:
+            sub.close()
+        self._subscriptions.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- for transport modules -----------------------------------------------------------
+
+    @abstractmethod
+    def run_session(self, sub: Subscription, opened: Callable[[], None]) -> None:
+        """Open one connection from ``sub.last_id``, call ``opened()`` once it is up, feed
+        every message read to ``sub.deliver`` and return (or raise) when it ends."""
+
+    def _require_token(self) -> str:
+        if self.token is None:
+            raise Refused("unauthorized", "log in first")
+        return self.token
+
+    @staticmethod
+    def message_id() -> str:
+        return uuid.uuid4().hex[:16]
+
+    def _retrying(self, attempt_send: Callable[[], int]) -> int:
+        """Retry a send on network errors until ``timeout``; protocol refusals are final."""
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                return attempt_send()
+            except Refused:
+                raise
+            except (ClientError, OSError) as exc:
+                pause = self.backoff.delay(attempt)
+                if time.monotonic() + pause >= deadline:
+                    raise ClientError(f"send failed: {exc}") from exc
+            time.sleep(pause)
+            attempt += 1
+
+
+def now_us() -> int:
+    """Microseconds since the epoch (what ``sent_at`` carries)."""
+    return time.time_ns() // 1000

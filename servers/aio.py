@@ -1,0 +1,81 @@
+"""asyncio glue between the synchronous core and the transports' coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.types import Receive
+
+from servers.core import Stored, Subscription
+from wirewise.protocol import Gap
+
+T = TypeVar("T")
+
+DISCONNECTED = "disconnected"
+"""Close reason when the client went away."""
+
+
+class Feed:
+    """Awaitable view of a :class:`Subscription`: wait for its next batch of events.
+
+    The core calls ``sub.notify`` on every queued event; we turn the first of a burst into a
+    resolved future, so a writer wakes once per burst and sends the whole batch in one write.
+    """
+
+    __slots__ = ("_waiter", "_watcher", "sub")
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self._waiter: asyncio.Future[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        sub.notify = self._wake
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self, timeout: float | None) -> list[Stored | Gap]:
+        """The events waiting now, or after the next wake-up; [] after ``timeout`` or close."""
+        sub = self.sub
+        if not sub.pending and not sub.closed:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, self._wake) if timeout is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return sub.take()
+
+    def watch_disconnect(self, receive: Receive) -> None:
+        """Close the subscription as soon as the HTTP client goes away."""
+        self._watcher = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.sub.close(DISCONNECTED)
+
+    def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+
+if sys.version_info >= (3, 11):
+
+    async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+        """``awaitable`` or TimeoutError after ``seconds`` (no extra task on 3.11+)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+        return await asyncio.wait_for(awaitable, seconds)

@@ -1,0 +1,459 @@
+"""The chat core: rooms, ids, history, membership, fan-out and idempotent sends. No I/O.
+
+Theory of operation
+-------------------
+A room is an append-only log of events with strictly increasing ids (1, 2, 3, ...), of which
+the last ``history`` are kept. Storing and fanning out go through a :class:`Broker`; the only
+implementation here keeps everything in this process (:class:`MemoryBroker`). A networked
+broker (Redis streams) would let several processes share rooms.
+
+A :class:`Subscription` is one live reader of a room: an SSE stream, a WebSocket, a TCP
+connection, or a held long poll. When it opens, the core attaches it to the room and takes
+the history after the client's cursor *in the same synchronous step*, so there is no await
+between "replay" and "live" and hence no gap and no duplicate at the seam. Events then land in
+its bounded queue; a subscriber whose queue is full when an event arrives is dropped as a
+``slow_consumer`` (it can resume with ``after=``), which keeps the server's memory bounded.
+
+Membership: a user is in a room while it holds at least one member subscription there
+(push transports), or while it has polled within ``presence_timeout`` (polling transports,
+expired by :meth:`ChatCore.sweep`). Joining and leaving are room events like messages.
+
+Everything is synchronous and single-threaded; transports call in from one event loop and
+learn about new events through :attr:`Subscription.notify`. The clock is injected, so tests
+drive time by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from servers.config import Settings
+from wirewise import protocol
+from wirewise.protocol import Gap, NewMessage, ProtocolError, SendMessage, UserJoined, UserLeft
+
+__all__ = ["Broker", "ChatCore", "MemoryBroker", "Stored", "Subscription"]
+
+K = TypeVar("K")
+
+SHUTDOWN = "shutdown"
+"""Close reason when the server stops (not an error: clients reconnect and resume)."""
+
+
+class Stored:
+    """One event of a room's log, encoded to JSON once and shared by every subscriber."""
+
+    __slots__ = ("_frames", "id", "json", "message")
+
+    def __init__(self, message: protocol.RoomEvent) -> None:
+        self.message = message
+        self.id = message.id
+        self.json = protocol.encode(message)
+        self._frames: dict[str, bytes] | None = None
+
+    def frame(self, kind: str, build: Callable[[Stored], bytes]) -> bytes:
+        """The event in a transport's framing, built once per event, not per subscriber."""
+        if self._frames is None:
+            self._frames = {}
+        data = self._frames.get(kind)
+        if data is None:
+            data = self._frames[kind] = build(self)
+        return data
+
+
+class Subscription:
+    """A live reader of one room with a bounded queue; see the module docstring."""
+
+    __slots__ = (
+        "backlog",
+        "closed",
+        "kind",
+        "limit",
+        "member",
+        "notify",
+        "queue",
+        "reason",
+        "room",
+        "user",
+    )
+
+    def __init__(self, room: str, user: str, kind: str, *, member: bool, limit: int) -> None:
+        self.room = room
+        self.user = user
+        self.kind = kind
+        self.member = member
+        self.limit = limit
+        self.backlog: list[Stored | Gap] = []
+        self.queue: deque[Stored] = deque()
+        self.closed = False
+        self.reason: str | None = None
+        self.notify: Callable[[], None] | None = None
+
+    def push(self, event: Stored) -> bool:
+        """Queue a live event; False when the queue is full (the caller drops us)."""
+        if self.closed:
+            return True
+        if len(self.queue) >= self.limit:
+            return False
+        self.queue.append(event)
+        if self.notify is not None:
+            self.notify()
+        return True
+
+    def take(self) -> list[Stored | Gap]:
+        """Everything waiting, backlog (replay) first, then live events, in id order."""
+        items: list[Stored | Gap] = self.backlog
+        if items:
+            self.backlog = []
+        if self.queue:
+            items = items + list(self.queue) if items else list(self.queue)
+            self.queue.clear()
+        return items
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.backlog or self.queue)
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.reason = reason
+            if self.notify is not None:
+                self.notify()
+
+
+class Broker(Protocol):
+    """Where events are stored and fanned out; the seam for a networked broker."""
+
+    def publish(
+        self, room: str, build: Callable[[int], protocol.RoomEvent]
+    ) -> tuple[Stored, list[Subscription]]:
+        """Store the event ``build(next_id)`` and queue it to the room's subscribers.
+
+        Returns the stored event and the subscribers whose queues were full.
+        """
+        ...
+
+    def replay(self, room: str, after: int) -> tuple[list[Stored], Gap | None]:
+        """Stored events with id > ``after``, and a gap when some are gone."""
+        ...
+
+    def last_id(self, room: str) -> int: ...
+
+    def attach(self, room: str, sub: Subscription) -> None: ...
+
+    def detach(self, room: str, sub: Subscription) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class _Log:
+    __slots__ = ("history", "last_id", "subscribers")
+
+    def __init__(self, size: int) -> None:
+        self.last_id = 0
+        self.history: deque[Stored] = deque(maxlen=size)
+        self.subscribers: dict[Subscription, None] = {}
+
+
+class MemoryBroker:
+    """Rooms held in this process: a bounded log and a subscriber set per room."""
+
+    def __init__(self, history: int) -> None:
+        self._history = history
+        self._logs: dict[str, _Log] = {}
+        self.events_stored = 0
+        self.deliveries = 0
+
+    def _log(self, room: str) -> _Log:
+        log = self._logs.get(room)
+        if log is None:
+            log = self._logs[room] = _Log(self._history)
+        return log
+
+    def publish(
+        self, room: str, build: Callable[[int], protocol.RoomEvent]
+    ) -> tuple[Stored, list[Subscription]]:
+        log = self._log(room)
+        log.last_id += 1
+        event = Stored(build(log.last_id))
+        log.history.append(event)
+        self.events_stored += 1
+        full = [sub for sub in log.subscribers if not sub.push(event)]
+        self.deliveries += len(log.subscribers) - len(full)
+        return event, full
+
+    def replay(self, room: str, after: int) -> tuple[list[Stored], Gap | None]:
+        log = self._log(room)
+        history = log.history
+        oldest = history[0].id if history else log.last_id + 1
+        if after > log.last_id:
+            # A cursor from before a restart (or invented): what it points at is gone, and
+            # everything we hold is news to this client.
+            return list(history), Gap(requested_after=after, oldest_available=oldest)
+        if after < oldest - 1:
+            return list(history), Gap(requested_after=after, oldest_available=oldest)
+        start = after - oldest + 1  # ids in the history are consecutive
+        return list(itertools.islice(history, start, None)), None
+
+    def last_id(self, room: str) -> int:
+        log = self._logs.get(room)
+        return log.last_id if log else 0
+
+    def attach(self, room: str, sub: Subscription) -> None:
+        self._log(room).subscribers[sub] = None
+
+    def detach(self, room: str, sub: Subscription) -> None:
+        log = self._logs.get(room)
+        if log is not None:
+            log.subscribers.pop(sub, None)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "rooms": len(self._logs),
+            "events_stored": self.events_stored,
+            "events_held": sum(len(log.history) for log in self._logs.values()),
+            "deliveries": self.deliveries,
+        }
+
+
+def _count_up(counts: dict[K, int], key: K) -> int:
+    """Increment ``counts[key]``; returns the count before."""
+    before = counts.get(key, 0)
+    counts[key] = before + 1
+    return before
+
+
+def _count_down(counts: dict[K, int], key: K) -> int:
+    """Decrement ``counts[key]``, forgetting it at zero; returns the count after."""
+    after = counts[key] - 1
+    if after:
+        counts[key] = after
+    else:
+        del counts[key]
+    return after
+
+
+class _Bucket:
+    """Token bucket for one user's sends."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class ChatCore:
+    """The chat application, independent of any transport."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        broker: Broker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.broker: Broker = broker or MemoryBroker(self.settings.history)
+        self.clock = clock
+        self._streams: dict[tuple[str, str], int] = {}  # (room, user) -> member subscriptions
+        self._pollers: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> last poll
+        self._held: dict[tuple[str, str], int] = {}  # (room, user) -> long polls held now
+        self._idempotent: dict[str, OrderedDict[tuple[str, str], int]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._subs: dict[Subscription, None] = {}
+        self._subs_by_user: dict[str, int] = {}
+        self.slow_consumers = 0
+        self.rate_limited = 0
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, user: str, room: str, message: SendMessage) -> tuple[int, bool]:
+        """Store ``message`` from ``user``; returns (id, created). Idempotent by client_msg_id."""
+        if message.room is not None and message.room != room:
+            raise ProtocolError("bad_room", f"message is for room {message.room!r}, not {room!r}")
+        seen = self._idempotent.get(room)
+        key = (user, message.client_msg_id) if message.client_msg_id is not None else None
+        if key is not None and seen is not None and key in seen:
+            return seen[key], False
+        self._take_token(user)
+        now_us = int(self.clock() * 1_000_000)
+        event = self._publish(
+            room,
+            lambda i: NewMessage(
+                id=i,
+                room=room,
+                sender=user,
+                text=message.text,
+                client_msg_id=message.client_msg_id,
+                sent_at=message.sent_at,
+                ts=now_us,
+            ),
+        )
+        if key is not None:
+            if seen is None:
+                seen = self._idempotent[room] = OrderedDict()
+            seen[key] = event.id
+            if len(seen) > self.settings.history:  # remembered as long as the event is
+                seen.popitem(last=False)
+        return event.id, True
+
+    def _take_token(self, user: str) -> None:
+        now = self.clock()
+        rate, burst = self.settings.send_rate, self.settings.send_burst
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = _Bucket(float(burst), now)
+        bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.stamp) * rate)
+        bucket.stamp = now
+        if bucket.tokens < 1.0:
+            self.rate_limited += 1
+            raise ProtocolError(
+                "rate_limited", f"more than {rate:g} sends/s (burst {burst}); retry later"
+            )
+        bucket.tokens -= 1.0
+        if len(self._buckets) > 4 * max(len(self._subs_by_user), 1024):
+            self._forget_full_buckets(now)
+
+    def _forget_full_buckets(self, now: float) -> None:
+        """A refilled bucket is the same as no bucket: drop them so the map stays small."""
+        refill = self.settings.send_burst / self.settings.send_rate
+        for user in [u for u, b in self._buckets.items() if now - b.stamp >= refill]:
+            del self._buckets[user]
+
+    def _publish(self, room: str, build: Callable[[int], protocol.RoomEvent]) -> Stored:
+        event, full = self.broker.publish(room, build)
+        for sub in full:
+            self.slow_consumers += 1
+            self._drop(sub, "slow_consumer")
+        return event
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    def subscribe(
+        self, user: str, room: str, after: int | None, kind: str, *, member: bool = True
+    ) -> Subscription:
+        """Open a live subscription; its backlog holds the replay after ``after``."""
+        self._check_room(room)
+        self._admit(user)
+        sub = Subscription(room, user, kind, member=member, limit=self.settings.queue)
+        if after is not None:
+            events, gap = self.broker.replay(room, after)
+            sub.backlog = [gap, *events] if gap is not None else events  # type: ignore[list-item]
+        self.broker.attach(room, sub)
+        self._subs[sub] = None
+        _count_up(self._subs_by_user, user)
+        key = (room, user)
+        if not member:
+            _count_up(self._held, key)
+        elif _count_up(self._streams, key) == 0 and key not in self._pollers:
+            self._publish(room, lambda i: UserJoined(id=i, room=room, user=user))
+        return sub
+
+    def waiter(self, user: str, room: str) -> Subscription:
+        """A held long poll: told of the room's next event, not a member itself."""
+        return self.subscribe(user, room, None, "longpoll", member=False)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Close ``sub`` (idempotent); the user leaves when this was its last stream."""
+        self._drop(sub, sub.reason or "closed")
+
+    def _admit(self, user: str) -> None:
+        limit_total = self.settings.max_connections
+        limit_user = self.settings.max_connections_per_user
+        if len(self._subs) >= limit_total:
+            raise ProtocolError("too_many_connections", f"the server holds {limit_total} already")
+        if self._subs_by_user.get(user, 0) >= limit_user:
+            raise ProtocolError(
+                "too_many_connections", f"user {user!r} holds {limit_user} connections already"
+            )
+
+    def _drop(self, sub: Subscription, reason: str) -> None:
+        if sub not in self._subs:
+            sub.close(reason)
+            return
+        del self._subs[sub]
+        _count_down(self._subs_by_user, sub.user)
+        self.broker.detach(sub.room, sub)
+        sub.close(reason)
+        key = (sub.room, sub.user)
+        if not sub.member:
+            _count_down(self._held, key)
+        elif _count_down(self._streams, key) == 0 and key not in self._pollers:
+            self._publish(sub.room, lambda i: UserLeft(id=i, room=sub.room, user=sub.user))
+
+    def close_all(self, reason: str = SHUTDOWN) -> int:
+        """End every subscription (server shutdown); returns how many there were."""
+        subs = list(self._subs)
+        for sub in subs:
+            self._drop(sub, reason)
+        return len(subs)
+
+    # -- polling -------------------------------------------------------------------------
+
+    def poll(self, user: str, room: str, after: int | None) -> tuple[list[Stored | Gap], int]:
+        """A poll: marks ``user`` present, answers the events after ``after`` and ``last_id``."""
+        self._check_room(room)
+        key = (room, user)
+        if key in self._pollers:
+            self._pollers.move_to_end(key)
+            self._pollers[key] = self.clock()
+        else:
+            self._pollers[key] = self.clock()
+            if key not in self._streams:
+                self._publish(room, lambda i: UserJoined(id=i, room=room, user=user))
+        if after is None:
+            return [], self.broker.last_id(room)
+        events, gap = self.broker.replay(room, after)
+        items: list[Stored | Gap] = [gap, *events] if gap is not None else list(events)
+        return items, self.broker.last_id(room)
+
+    def sweep(self) -> int:
+        """Polling users silent for ``presence_timeout`` leave their rooms; returns how many."""
+        now = self.clock()
+        deadline = now - self.settings.presence_timeout
+        gone = 0
+        while self._pollers:
+            key, last = next(iter(self._pollers.items()))
+            if last > deadline:
+                break
+            if key in self._held:  # a held long poll is presence
+                self._pollers.move_to_end(key)
+                self._pollers[key] = now
+                continue
+            del self._pollers[key]
+            gone += 1
+            room, user = key
+            if key not in self._streams:
+                self._publish(
+                    room, lambda i, room=room, user=user: UserLeft(id=i, room=room, user=user)
+                )
+        return gone
+
+    # -- reading -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_room(room: str) -> None:
+        if not protocol.valid_room(room):
+            raise ProtocolError("bad_room", "room names match [A-Za-z0-9_-]{1,64}")
+
+    def members(self, room: str) -> set[str]:
+        streaming = {user for (r, user) in self._streams if r == room}
+        polling = {user for (r, user) in self._pollers if r == room}
+        return streaming | polling
+
+    def stats(self) -> dict[str, object]:
+        by_kind: dict[str, int] = {}
+        for sub in self._subs:
+            by_kind[sub.kind] = by_kind.get(sub.kind, 0) + 1
+        return {
+            "connections": by_kind,
+            "subscriptions": len(self._subs),
+            "pollers": len(self._pollers),
+            "slow_consumer_disconnects": self.slow_consumers,
+            "rate_limited": self.rate_limited,
+            **self.broker.stats(),
+        }

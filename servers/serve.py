@@ -1,0 +1,218 @@
+"""Run a backend: pick the server for the transport, bind, print where, stop cleanly.
+
+| transport | default server | what it speaks |
+|---|---|---|
+| poll, longpoll, sse, ws | uvicorn (httptools) | HTTP/1.1 and WebSocket |
+| h2 | hypercorn | HTTP/2: cleartext with prior knowledge, or TLS with ALPN |
+| ws with ``--server websockets`` | bare websockets | WebSocket only (the lean path) |
+| tcp | asyncio | newline-delimited JSON (the floor) |
+
+Every server serves the same core. On SIGTERM or Ctrl-C the core ends every subscription
+first (streams finish, sockets close with 1001), then the server stops: clients see a clean
+end and reconnect with their cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from servers.app import build_app, make_context
+from servers.config import Settings
+from servers.core import ChatCore
+from servers.http import Context
+
+TRANSPORTS = ("poll", "longpoll", "sse", "h2", "ws", "tcp")
+SERVERS = ("uvicorn", "hypercorn", "websockets")
+BACKLOG = 2048
+
+
+@dataclass(frozen=True)
+class Plan:
+    transport: str
+    server: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tls: bool = False
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    loop: str = "auto"
+
+
+def default_server(transport: str) -> str:
+    return {"h2": "hypercorn", "tcp": "asyncio"}.get(transport, "uvicorn")
+
+
+def check_plan(plan: Plan) -> None:
+    """Refuse combinations that cannot serve the transport, with a sentence that says why."""
+    if plan.transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {plan.transport!r}; one of {', '.join(TRANSPORTS)}")
+    if plan.transport == "tcp" and plan.server != "asyncio":
+        raise ValueError("the tcp floor runs on plain asyncio; --server does not apply")
+    if plan.transport == "h2" and plan.server != "hypercorn":
+        raise ValueError("HTTP/2 is served by hypercorn (uvicorn speaks HTTP/1.1 only)")
+    if plan.server == "websockets" and plan.transport != "ws":
+        raise ValueError("the bare websockets server serves only the ws transport")
+    if (plan.tls or plan.certfile) and plan.transport != "h2":
+        raise ValueError("TLS is offered for h2 only (browsers speak HTTP/2 only over TLS)")
+    if bool(plan.certfile) != bool(plan.keyfile):
+        raise ValueError("--certfile and --keyfile go together")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=False)
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket, scheme: str) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop when available (all servers alike, so the comparison is fair), else asyncio."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            if kind == "uvloop":
+                raise
+    return asyncio.new_event_loop()
+
+
+def serve(plan: Plan, settings: Settings, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM / SIGINT. ``announce`` gets the line that says where we listen."""
+    check_plan(plan)
+    ctx = make_context(settings)
+    sock = bind(plan.host, plan.port)
+    certfile, keyfile = plan.certfile, plan.keyfile
+    if plan.tls and certfile is None:
+        from servers.h2 import self_signed
+
+        certfile, keyfile = self_signed()
+    scheme = {"tcp": "tcp", "ws": "ws"}.get(plan.transport, "https" if certfile else "http")
+    if plan.transport == "ws" and plan.server != "websockets":
+        scheme = "http"
+    url = url_of(sock, scheme)
+    line = f"wirewise: serving {plan.transport} on {url} ({plan.server}, pid {os.getpid()})"
+    if certfile:
+        line += f" certificate {certfile}"
+    loop = new_loop(plan.loop)
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(
+            _serve(plan, ctx, sock, certfile, keyfile, lambda: (announce or _print)(line))
+        )
+    finally:
+        loop.close()
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _serve(
+    plan: Plan,
+    ctx: Context,
+    sock: socket.socket,
+    certfile: Path | None,
+    keyfile: Path | None,
+    ready: Callable[[], None],
+) -> None:
+    if plan.server == "uvicorn":
+        await _uvicorn(ctx, sock, ready)
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if plan.server == "hypercorn":
+        await _hypercorn(ctx, sock, stop, certfile, keyfile, ready)
+    elif plan.server == "websockets":
+        from servers import ws_lean
+
+        ready()
+        await ws_lean.run(ctx, sock, stop)
+    else:
+        from servers import tcp
+
+        ready()
+        await tcp.run(ctx, sock, stop)
+
+
+async def _uvicorn(ctx: Context, sock: socket.socket, ready: Callable[[], None]) -> None:
+    import uvicorn
+
+    from servers.limits import header_deadline
+
+    settings = ctx.settings
+
+    class Server(uvicorn.Server):
+        """Ends every stream before uvicorn waits for connections to finish."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            _end_streams(ctx.core)
+            await asyncio.sleep(0)
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        build_app(ctx),
+        http=header_deadline(settings.header_timeout),
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame,
+        ws_per_message_deflate=settings.ws_compression,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        backlog=BACKLOG,
+        loop="none",
+    )
+    await Server(config).serve(sockets=[sock])
+
+
+async def _hypercorn(
+    ctx: Context,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    certfile: Path | None,
+    keyfile: Path | None,
+    ready: Callable[[], None],
+) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    from servers.h2 import hypercorn_config
+
+    config = hypercorn_config(os.dup(sock.fileno()), ctx.settings, certfile, keyfile)
+    sock.close()
+
+    async def trigger() -> None:
+        await stop.wait()
+        _end_streams(ctx.core)
+        await asyncio.sleep(0.05)
+
+    loop = asyncio.get_running_loop()
+    loop.call_soon(ready)
+    await hypercorn_serve(build_app(ctx), config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+
+
+def _end_streams(core: ChatCore) -> None:
+    count = core.close_all()
+    if count:
+        print(f"wirewise: ended {count} subscriptions", file=sys.stderr, flush=True)

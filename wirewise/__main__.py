@@ -1,0 +1,5 @@
+import sys
+
+from wirewise.cli import main
+
+sys.exit(main())
