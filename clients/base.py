@@ -23,6 +23,7 @@ so the same code serves a test, a script and a load generator.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import ssl
@@ -185,10 +186,8 @@ class Subscription:
             return
         self._closed.set()
         for closer in list(self._closers):
-            try:
+            with contextlib.suppress(Exception):  # closing what is already gone
                 closer()
-            except Exception:  # closing a connection that is already gone
-                pass
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=DEFAULT_TIMEOUT)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 __all__ = [
     "DEFAULT_MAX_TEXT",
@@ -232,7 +232,7 @@ class Hello:
         return d
 
 
-ClientMessage = Union[SendMessage, Hello, LoginRequest]
+ClientMessage = SendMessage | Hello | LoginRequest
 
 
 # -- server to client ----------------------------------------------------------------------
@@ -356,8 +356,8 @@ class Gap:
         }
 
 
-RoomEvent = Union[NewMessage, UserJoined, UserLeft]
-ServerMessage = Union[NewMessage, UserJoined, UserLeft, Ack, Error, Gap]
+RoomEvent = NewMessage | UserJoined | UserLeft
+ServerMessage = NewMessage | UserJoined | UserLeft | Ack | Error | Gap
 
 
 # -- encoding ------------------------------------------------------------------------------

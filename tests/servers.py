@@ -1,0 +1,110 @@
+"""Start real wirewise servers on ephemeral loopback ports for tests, and stop them by pid."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = re.compile(r"serving (\S+) on (\S+) \((\S+), pid (\d+)\)")
+START_TIMEOUT = 20.0
+
+# Every transport and the server that carries it, as the conformance suite runs them.
+BACKENDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "poll": ("poll", ()),
+    "longpoll": ("longpoll", ()),
+    "sse": ("sse", ()),
+    "h2": ("h2", ()),
+    "ws": ("ws", ()),
+    "ws-lean": ("ws", ("--server", "websockets")),
+    "tcp": ("tcp", ()),
+}
+
+
+@dataclass
+class ServerProcess:
+    """A ``wirewise serve`` child process; ``url`` is where it listens."""
+
+    transport: str
+    args: tuple[str, ...] = ()
+    proc: subprocess.Popen[str] | None = None
+    url: str = ""
+    output: list[str] = field(default_factory=list)
+
+    def start(self) -> ServerProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wirewise", "serve", self.transport, "--port", "0", *self.args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            match = URL.search(line)
+            if match:
+                self.url = match.group(2)
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        self.stop()
+        raise RuntimeError(f"server {self.transport} did not start:\n{''.join(self.output)}")
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    @property
+    def http_url(self) -> str:
+        """The base URL for HTTP requests (``ws://`` and ``tcp://`` servers answer HTTP too
+        where they can; the tcp floor does not)."""
+        return re.sub(r"^ws://", "http://", self.url)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stats(self) -> dict[str, object]:
+        kwargs = {"http1": False, "http2": True} if self.transport == "h2" else {}
+        with httpx.Client(**kwargs, verify=False) as client:  # type: ignore[arg-type]
+            return client.get(f"{self.http_url}/stats", timeout=5).json()
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait: the clean-shutdown path. Returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop it whatever it takes (SIGTERM, then SIGKILL), by its pid."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def start(name: str, *extra: str) -> ServerProcess:
+    transport, args = BACKENDS[name]
+    return ServerProcess(transport, (*args, *extra)).start()
