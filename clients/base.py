@@ -195,6 +195,10 @@ class Subscription:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless closed first; True when closed."""
+        return self._closed.wait(seconds)
+
     # -- the reader side -----------------------------------------------------------------
 
     def on_close(self, closer: Callable[[], None]) -> Callable[[], None]:

@@ -1,0 +1,87 @@
+"""Raw-TCP floor client: newline-delimited JSON over a plain socket (calibration only).
+
+The first line of a connection is ``hello`` (token, room, cursor) or ``login``; see
+:mod:`servers.tcp`. Then the same messages as a WebSocket, one per line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+from clients.base import ClientError, SessionEnded, refused_from_body
+from clients.duplex import DuplexClient
+from wirewise import protocol
+from wirewise.protocol import Hello, LoginRequest
+
+MAX_LINE = 1 << 20
+
+
+class _TcpLink:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+
+    def send_text(self, text: str) -> None:
+        try:
+            self.sock.sendall(text.encode() + b"\n")
+        except OSError as exc:
+            raise ClientError(f"socket closed: {exc}") from exc
+
+    def recv_text(self) -> str:
+        try:
+            line = self.reader.readline(MAX_LINE)
+        except (OSError, ValueError) as exc:
+            raise SessionEnded(str(exc)) from exc
+        if not line.endswith(b"\n"):
+            raise SessionEnded("the server closed the connection")
+        return line[:-1].decode("utf-8")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class TcpClient(DuplexClient):
+    transport = "tcp"
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        parts = urlsplit(self.base_url if "://" in self.base_url else f"tcp://{self.base_url}")
+        if parts.hostname is None or parts.port is None:
+            raise ValueError(f"{base_url!r} is not tcp://host:port")
+        self.address = (parts.hostname, parts.port)
+
+    def _connect(self) -> socket.socket:
+        try:
+            sock = socket.create_connection(self.address, timeout=self.timeout)
+        except OSError as exc:
+            raise ClientError(f"cannot connect to {self.address}: {exc}") from exc
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def login(self, user: str) -> str:
+        link = _TcpLink(self._connect())
+        link.sock.settimeout(self.timeout)
+        try:
+            link.send_text(protocol.encode(LoginRequest(user)))
+            answer = link.recv_text()
+        except SessionEnded as exc:
+            raise ClientError(f"login failed: {exc}") from exc
+        finally:
+            link.close()
+        try:
+            self.token = protocol.decode_token(answer)
+        except protocol.ProtocolError:
+            raise refused_from_body(answer, None) from None
+        self.user = user
+        return self.token
+
+    def open_link(self, room: str, after: int | None) -> _TcpLink:
+        link = _TcpLink(self._connect())
+        link.send_text(protocol.encode(Hello(token=self._require_token(), room=room, after=after)))
+        return link
