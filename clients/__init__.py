@@ -1,0 +1,45 @@
+"""One client per transport, all with the shape of :class:`clients.base.Client`.
+
+``client_for("sse", "http://127.0.0.1:8000")`` builds the client of a transport by name, so
+that tests, scripts and Locust scenarios take the transport as a parameter.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from clients.base import Backoff, Client, ClientError, Refused, Subscription, SubscriptionFailed
+
+__all__ = [
+    "CLASSES",
+    "Backoff",
+    "Client",
+    "ClientError",
+    "Refused",
+    "Subscription",
+    "SubscriptionFailed",
+    "client_class",
+    "client_for",
+]
+
+CLASSES = {
+    "poll": "clients.poll:PollClient",
+    "longpoll": "clients.longpoll:LongPollClient",
+    "sse": "clients.sse:SseClient",
+    "h2": "clients.h2:H2Client",
+    "ws": "clients.ws:WsClient",
+    "tcp": "clients.tcp:TcpClient",
+}
+
+
+def client_class(transport: str) -> type[Client]:
+    try:
+        module, name = CLASSES[transport].split(":")
+    except KeyError:
+        raise ValueError(f"unknown transport {transport!r}; one of {', '.join(CLASSES)}") from None
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def client_for(transport: str, base_url: str, **kwargs: Any) -> Client:
+    return client_class(transport)(base_url, **kwargs)

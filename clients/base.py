@@ -274,6 +274,7 @@ class Subscription:
                 attempt += 1
         except SubscriptionFailed as exc:
             self.error = exc
+            self.client.subscription_failed(self)
         finally:
             self.connected.clear()
             if self._queue is not None:
@@ -339,6 +340,9 @@ class Client(ABC):
     def run_session(self, sub: Subscription, opened: Callable[[], None]) -> None:
         """Open one connection from ``sub.last_id``, call ``opened()`` once it is up, feed
         every message read to ``sub.deliver`` and return (or raise) when it ends."""
+
+    def subscription_failed(self, sub: Subscription) -> None:
+        """Called from a subscription's thread when it gives up (``sub.error`` says why)."""
 
     def _require_token(self) -> str:
         if self.token is None:

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
 
-from clients.base import Client, ClientError, Refused, Subscription
+from clients.base import FATAL_CODES, Client, ClientError, Refused, Subscription
 from wirewise import protocol
 from wirewise.protocol import Ack, Error, SendMessage, ServerMessage
 
@@ -106,8 +106,11 @@ class DuplexClient(Client):
         is_answer = isinstance(message, Ack) or (
             isinstance(message, Error) and message.code != "slow_consumer"
         )
-        if not (is_answer and live.answer(message)):  # type: ignore[arg-type]
-            sub.deliver(message)
+        if is_answer and live.answer(message):  # type: ignore[arg-type]
+            return
+        if isinstance(message, Error) and message.code in FATAL_CODES:
+            raise Refused(message.code, message.detail)  # the floor refuses with a line
+        sub.deliver(message)
 
     def send(
         self, room: str, text: str, *, client_msg_id: str | None = None, sent_at: int | None = None
@@ -131,11 +134,27 @@ class DuplexClient(Client):
 
     def _link_for(self, room: str) -> _Live:
         with self._live_changed:
-            if not self._live.get(room) and room not in self._senders:
-                self._senders[room] = self.subscribe(room, on_message=lambda message: None)
-            if not self._live_changed.wait_for(lambda: bool(self._live.get(room)), self.timeout):
+            sender = self._senders.get(room)
+            if not self._live.get(room) and sender is None:
+                sender = self._senders[room] = self.subscribe(room, on_message=lambda message: None)
+
+            def ready() -> bool:
+                return bool(self._live.get(room)) or (
+                    sender is not None and sender.error is not None
+                )
+
+            if not self._live_changed.wait_for(ready, self.timeout):
                 raise ClientError(f"no connection to room {room!r} within {self.timeout:g} s")
-            return self._live[room][-1]
+            if self._live.get(room):
+                return self._live[room][-1]
+        assert sender is not None and sender.error is not None
+        self._senders.pop(room, None)
+        cause = sender.error.__cause__
+        raise cause if isinstance(cause, Refused) else sender.error
+
+    def subscription_failed(self, sub: Subscription) -> None:
+        with self._live_changed:
+            self._live_changed.notify_all()
 
     def close(self) -> None:
         self._senders.clear()

@@ -6,8 +6,13 @@ only in how they read; each of their modules implements ``run_session``.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
+import threading
+from typing import Any
 
+import httpcore
 import httpx
 
 from clients.base import (
@@ -33,6 +38,53 @@ def make_http(base_url: str, timeout: float, verify: bool | ssl.SSLContext = Tru
         limits=LIMITS,
         trust_env=False,
     )
+
+
+class AbortableBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend, remembering its sockets so another thread can abort a read.
+
+    A subscription blocks in a read (an SSE stream, a held long poll) while ``close()`` runs
+    in another thread. httpx's ``Client.close()`` closes the socket, but closing a file
+    descriptor does not wake a thread blocked in ``recv()`` on Linux, and the server never
+    sees the client go; ``shutdown()`` does both. httpx has no hook for this, so the backend
+    is set on its connection pool.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+        self._streams: list[httpcore.NetworkStream] = []
+        self._lock = threading.Lock()
+        self.aborted = False
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(*args, **kwargs)
+        with self._lock:
+            self._streams = [s for s in self._streams if s.get_extra_info("socket") is not None]
+            self._streams.append(stream)
+            aborted = self.aborted
+        if aborted:
+            self._shutdown(stream)
+        return stream
+
+    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return self._inner.connect_unix_socket(*args, **kwargs)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            streams = list(self._streams)
+        for stream in streams:
+            self._shutdown(stream)
+
+    @staticmethod
+    def _shutdown(stream: httpcore.NetworkStream) -> None:
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class HttpClient(Client):
@@ -93,8 +145,10 @@ class HttpClient(Client):
         super().close()
         self.http.close()
 
-    def session_http(self, read_timeout: float) -> httpx.Client:
-        """A connection of the subscription's own, so that closing it aborts a blocking read."""
+    def session_http(self, read_timeout: float) -> tuple[httpx.Client, AbortableBackend]:
+        """A connection of the subscription's own, and the way to abort its blocking read."""
         client = make_http(self.base_url, self.timeout, self.verify)
         client.timeout = httpx.Timeout(self.timeout, read=read_timeout)
-        return client
+        backend = AbortableBackend()
+        client._transport._pool._network_backend = backend  # type: ignore[attr-defined]
+        return client, backend

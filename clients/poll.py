@@ -38,8 +38,9 @@ class PollClient(HttpClient):
 
     def run_session(self, sub: Subscription, opened: Callable[[], None]) -> None:
         url = f"/rooms/{sub.room}/events"
-        with self.session_http(self.read_timeout()) as http:
-            forget = sub.on_close(http.close)
+        http, backend = self.session_http(self.read_timeout())
+        with http:
+            forget = sub.on_close(backend.abort)
             try:
                 while not sub.closed:
                     try:

@@ -32,8 +32,9 @@ class SseClient(HttpClient):
         headers = self.auth()
         if sub.last_id is not None:
             headers["last-event-id"] = str(sub.last_id)
-        with self.session_http(self.heartbeat * HEARTBEAT_GRACE) as http:
-            forget = sub.on_close(http.close)
+        http, backend = self.session_http(self.heartbeat * HEARTBEAT_GRACE)
+        with http:
+            forget = sub.on_close(backend.abort)
             try:
                 with connect_sse(
                     http, "GET", f"/rooms/{sub.room}/stream", headers=headers

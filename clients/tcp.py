@@ -42,6 +42,7 @@ class _TcpLink:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+        self.reader.close()
         self.sock.close()
 
 

@@ -103,6 +103,7 @@ class WsClient(DuplexClient):
                 max_size=MAX_FRAME,
                 compression=None,
                 ssl=ssl_context,
+                legacy=True,  # a connection object we own, not a context manager
             )
         except InvalidStatus as exc:
             raise refused_from_body(exc.response.body or b"", exc.response.status_code) from exc

@@ -101,9 +101,7 @@ def serve(plan: Plan, settings: Settings, announce: Callable[[str], None] | None
         from servers.h2 import self_signed
 
         certfile, keyfile = self_signed()
-    scheme = {"tcp": "tcp", "ws": "ws"}.get(plan.transport, "https" if certfile else "http")
-    if plan.transport == "ws" and plan.server != "websockets":
-        scheme = "http"
+    scheme = "tcp" if plan.transport == "tcp" else "https" if certfile else "http"
     url = url_of(sock, scheme)
     line = f"wirewise: serving {plan.transport} on {url} ({plan.server}, pid {os.getpid()})"
     if certfile:

@@ -39,6 +39,7 @@ class ServerProcess:
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
+    _drainer: threading.Thread | None = None
 
     def start(self) -> ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -60,7 +61,8 @@ class ServerProcess:
             match = URL.search(line)
             if match:
                 self.url = match.group(2)
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return self
         self.stop()
         raise RuntimeError(f"server {self.transport} did not start:\n{''.join(self.output)}")
@@ -72,9 +74,8 @@ class ServerProcess:
 
     @property
     def http_url(self) -> str:
-        """The base URL for HTTP requests (``ws://`` and ``tcp://`` servers answer HTTP too
-        where they can; the tcp floor does not)."""
-        return re.sub(r"^ws://", "http://", self.url)
+        """The base URL for HTTP requests (every server but the tcp floor answers them)."""
+        return self.url
 
     @property
     def pid(self) -> int:
@@ -91,18 +92,29 @@ class ServerProcess:
         assert self.proc is not None
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
-        return self.proc.wait(timeout)
+        status = self.proc.wait(timeout)
+        self._close_pipe()
+        return status
+
+    def _close_pipe(self) -> None:
+        assert self.proc is not None
+        if self._drainer is not None:
+            self._drainer.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stop(self) -> None:
         """Stop it whatever it takes (SIGTERM, then SIGKILL), by its pid."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._close_pipe()
 
 
 def start(name: str, *extra: str) -> ServerProcess:

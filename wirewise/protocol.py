@@ -458,10 +458,13 @@ def decode_client(data: bytes | str, *, max_text: int = DEFAULT_MAX_TEXT) -> Cli
     if kind == "login":
         return LoginRequest(user=obj.get("user"))  # type: ignore[arg-type]  # validated there
     if kind == "hello":
+        after = obj.get("after")
+        if after is not None and (not _is_int(after) or not 0 <= after <= MAX_CURSOR):
+            raise ProtocolError("bad_cursor", "after must be an integer in 0..2^63-1")
         return Hello(
             token=_field(obj, "token", str, False) or "",
             room=obj.get("room"),  # type: ignore[arg-type]  # validated by Hello
-            after=_field(obj, "after", int, False),
+            after=after,
         )
     if isinstance(kind, str):
         shown = kind if len(kind) <= 40 else kind[:40] + "..."
