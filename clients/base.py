@@ -341,7 +341,7 @@ class Client(ABC):
         """Open one connection from ``sub.last_id``, call ``opened()`` once it is up, feed
         every message read to ``sub.deliver`` and return (or raise) when it ends."""
 
-    def subscription_failed(self, sub: Subscription) -> None:
+    def subscription_failed(self, sub: Subscription) -> None:  # noqa: B027 - a hook
         """Called from a subscription's thread when it gives up (``sub.error`` says why)."""
 
     def _require_token(self) -> str:

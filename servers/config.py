@@ -52,6 +52,12 @@ class Settings:
     secret: str | None = None
     """Token signing key; a random one per process when not given."""
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+                raise ValueError(f"{f.name} must be positive, not {value}")
+
     def changed(self) -> dict[str, object]:
         """Settings that differ from the defaults (recorded with every result)."""
         default = Settings()

@@ -178,8 +178,8 @@ class MemoryBroker:
         self, room: str, build: Callable[[int], protocol.RoomEvent]
     ) -> tuple[Stored, list[Subscription]]:
         log = self._log(room)
-        log.last_id += 1
-        event = Stored(build(log.last_id))
+        event = Stored(build(log.last_id + 1))  # validated before the id is taken
+        log.last_id = event.id
         log.history.append(event)
         self.events_stored += 1
         full = [sub for sub in log.subscribers if not sub.push(event)]
@@ -268,11 +268,13 @@ class ChatCore:
         self._subs_by_user: dict[str, int] = {}
         self.slow_consumers = 0
         self.rate_limited = 0
+        self.closing = False
 
     # -- sending -------------------------------------------------------------------------
 
     def send(self, user: str, room: str, message: SendMessage) -> tuple[int, bool]:
         """Store ``message`` from ``user``; returns (id, created). Idempotent by client_msg_id."""
+        self._check(user, room)
         if message.room is not None and message.room != room:
             raise ProtocolError("bad_room", f"message is for room {message.room!r}, not {room!r}")
         seen = self._idempotent.get(room)
@@ -327,8 +329,9 @@ class ChatCore:
     def _publish(self, room: str, build: Callable[[int], protocol.RoomEvent]) -> Stored:
         event, full = self.broker.publish(room, build)
         for sub in full:
-            self.slow_consumers += 1
-            self._drop(sub, "slow_consumer")
+            if sub in self._subs:  # not already dropped by a nested publish (its user_left)
+                self.slow_consumers += 1
+                self._drop(sub, "slow_consumer")
         return event
 
     # -- subscriptions -------------------------------------------------------------------
@@ -337,7 +340,7 @@ class ChatCore:
         self, user: str, room: str, after: int | None, kind: str, *, member: bool = True
     ) -> Subscription:
         """Open a live subscription; its backlog holds the replay after ``after``."""
-        self._check_room(room)
+        self._check(user, room)
         self._admit(user)
         sub = Subscription(room, user, kind, member=member, limit=self.settings.queue)
         if after is not None:
@@ -362,6 +365,8 @@ class ChatCore:
         self._drop(sub, sub.reason or "closed")
 
     def _admit(self, user: str) -> None:
+        if self.closing:
+            raise ProtocolError("too_many_connections", "the server is shutting down; retry")
         limit_total = self.settings.max_connections
         limit_user = self.settings.max_connections_per_user
         if len(self._subs) >= limit_total:
@@ -387,7 +392,10 @@ class ChatCore:
 
     def close_all(self, reason: str = SHUTDOWN) -> int:
         """End every subscription (server shutdown); returns how many there were."""
+        self.closing = True
         subs = list(self._subs)
+        for sub in subs:  # closed first: a closed queue takes no more, so none looks slow
+            sub.close(reason)
         for sub in subs:
             self._drop(sub, reason)
         return len(subs)
@@ -396,7 +404,7 @@ class ChatCore:
 
     def poll(self, user: str, room: str, after: int | None) -> tuple[list[Stored | Gap], int]:
         """A poll: marks ``user`` present, answers the events after ``after`` and ``last_id``."""
-        self._check_room(room)
+        self._check(user, room)
         key = (room, user)
         if key in self._pollers:
             self._pollers.move_to_end(key)
@@ -436,9 +444,12 @@ class ChatCore:
     # -- reading -------------------------------------------------------------------------
 
     @staticmethod
-    def _check_room(room: str) -> None:
+    def _check(user: str, room: str) -> None:
+        """Names come validated from the transports; checked again so nothing half-happens."""
         if not protocol.valid_room(room):
             raise ProtocolError("bad_room", "room names match [A-Za-z0-9_-]{1,64}")
+        if not protocol.valid_user(user):
+            raise ProtocolError("bad_message", "user names match [A-Za-z0-9_-]{1,32}")
 
     def members(self, room: str) -> set[str]:
         streaming = {user for (r, user) in self._streams if r == room}

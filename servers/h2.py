@@ -78,6 +78,9 @@ def hypercorn_config(
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = settings.header_timeout  # also closes slow-header connections
     config.h2_max_concurrent_streams = MAX_STREAMS
+    # hypercorn's default (1000) sends GOAWAY after that many requests on a connection, which
+    # ends every SSE stream multiplexed on it: one client's POSTs would cut its own streams.
+    config.keep_alive_max_requests = 2**31
     config.h11_max_incomplete_size = 16 * 1024
     config.websocket_max_message_size = settings.max_frame
     config.backlog = 2048

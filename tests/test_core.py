@@ -696,13 +696,9 @@ def test_stats_report_connections_events_and_deliveries() -> None:
     assert {key: stats[key] for key in expected} == expected
 
 
-# -- known bugs ----------------------------------------------------------------------------
+# -- regressions ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ChatCore._publish counts a subscriber dropped by a nested publish (its user_left) twice",
-)
 def test_each_slow_consumer_is_counted_once() -> None:
     core, _ = make_core(queue=3)
     a = core.subscribe("ada", ROOM, None, "sse")
@@ -715,11 +711,6 @@ def test_each_slow_consumer_is_counted_once() -> None:
     assert core.stats()["slow_consumer_disconnects"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close_all publishes each user_left to subscribers not closed yet: a full one is "
-    "dropped as slow_consumer instead of shutdown",
-)
 def test_close_all_with_a_full_queue_still_says_shutdown() -> None:
     core, _ = make_core(queue=3)
     bob = core.subscribe("bob", ROOM, None, "sse")  # closed first by close_all
@@ -733,11 +724,6 @@ def test_close_all_with_a_full_queue_still_says_shutdown() -> None:
     assert core.stats()["slow_consumer_disconnects"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MemoryBroker.publish takes an id before build() validates the event; replay assumes "
-    "consecutive ids and loses the event after the hole",
-)
 def test_refused_send_does_not_break_replay() -> None:
     core, _ = make_core(history=50)
     say(core, "ada", "one")
@@ -749,11 +735,6 @@ def test_refused_send_does_not_break_replay() -> None:
     assert [row[3] for row in rows(sub.backlog)] == ["three"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="subscribe attaches and counts the subscription before its user_joined is built; "
-    "a bad user name raises with the subscription leaked",
-)
 def test_refused_subscribe_leaves_nothing_attached() -> None:
     core, _ = make_core()
     with pytest.raises(ProtocolError):

@@ -139,6 +139,13 @@ def _check_id(name: str, value: object) -> None:
         raise ProtocolError("bad_message", f"{name} must be an integer in 1..2^63-1")
 
 
+def _check_client_msg_id(value: object) -> None:
+    if value is not None:
+        _check_text("client_msg_id", value)
+        if len(value) > MAX_CLIENT_MSG_ID:  # type: ignore[arg-type]
+            raise ProtocolError("bad_message", "client_msg_id is at most 64 characters")
+
+
 def _check_optional_time(name: str, value: object) -> None:
     if value is not None and (not _is_int(value) or not 0 <= value <= MAX_TIMESTAMP_US):  # type: ignore[operator]
         raise ProtocolError("bad_message", f"{name} must be microseconds since the epoch")
@@ -172,10 +179,7 @@ class SendMessage:
         if self.room is not None:
             _check_room(self.room)
         _check_text("text", self.text)
-        if self.client_msg_id is not None:
-            _check_text("client_msg_id", self.client_msg_id)
-            if len(self.client_msg_id) > MAX_CLIENT_MSG_ID:
-                raise ProtocolError("bad_message", "client_msg_id is at most 64 characters")
+        _check_client_msg_id(self.client_msg_id)
         _check_optional_time("sent_at", self.sent_at)
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,10 +258,11 @@ class NewMessage:
         _check_room(self.room)
         _check_user(self.sender)
         _check_text("text", self.text)
-        if self.client_msg_id is not None:
-            _check_text("client_msg_id", self.client_msg_id)
+        _check_client_msg_id(self.client_msg_id)
         _check_optional_time("sent_at", self.sent_at)
         _check_optional_time("ts", self.ts)
+        if self.ts is None:
+            raise ProtocolError("bad_message", "ts must be microseconds since the epoch")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -311,8 +316,7 @@ class Ack:
     id: int
 
     def __post_init__(self) -> None:
-        if self.client_msg_id is not None:
-            _check_text("client_msg_id", self.client_msg_id)
+        _check_client_msg_id(self.client_msg_id)
         _check_id("id", self.id)
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,7 +330,7 @@ class Error:
     detail: str = ""
 
     def __post_init__(self) -> None:
-        if self.code not in ERROR_CODES:
+        if not isinstance(self.code, str) or self.code not in ERROR_CODES:
             raise ProtocolError("bad_message", f"unknown error code {self.code!r}")
         _check_text("detail", self.detail, empty_ok=True)
 
@@ -529,7 +533,10 @@ def _server_from_dict(obj: dict[str, Any]) -> ServerMessage:
             )
     except KeyError as exc:
         raise ProtocolError("bad_message", f"{kind} without {exc.args[0]!r}") from None
-    raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
+    if isinstance(kind, str):
+        shown = kind if len(kind) <= 40 else kind[:40] + "..."
+        raise ProtocolError("unknown_type", f"unknown message type {shown!r}")
+    raise ProtocolError("bad_message", "a message needs a string 'type'")
 
 
 def decode_server(data: bytes | str) -> ServerMessage:
