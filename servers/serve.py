@@ -169,6 +169,12 @@ async def _uvicorn(ctx: Context, sock: socket.socket, ready: Callable[[], None])
             await asyncio.sleep(0)
             await super().shutdown(sockets)
 
+        def handle_exit(self, sig: int, frame: object) -> None:
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            # uvicorn re-raises the signal after a graceful shutdown, so the process dies by
+            # it (status -15, or a KeyboardInterrupt traceback); a clean stop exits with 0.
+            self._captured_signals.clear()
+
     config = uvicorn.Config(
         build_app(ctx),
         http=header_deadline(settings.header_timeout),

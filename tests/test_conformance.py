@@ -486,3 +486,53 @@ def test_health_and_stats(backend: Backend, clients: Callable[[Client], Client])
     if backend.name in PUSH:
         kind = {"ws-lean": "ws"}.get(backend.name, backend.name)
         assert stats["connections"].get(kind, 0) >= 1
+
+
+# -- the clients under Locust's gevent -------------------------------------------------------
+
+GEVENT_SCRIPT = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys
+import gevent
+from clients import client_for
+from wirewise.protocol import NewMessage
+
+transport, url = sys.argv[1], sys.argv[2]
+kwargs = {"interval": 0.05} if transport == "poll" else {}
+alice, bob = client_for(transport, url, **kwargs), client_for(transport, url, **kwargs)
+alice.login("alice"); bob.login("bob")
+got = []
+sub = bob.subscribe("gevent-room", after=0, on_message=got.append)
+assert sub.wait_connected(5), "not connected"
+senders = [gevent.spawn(alice.send, "gevent-room", f"g{i}") for i in range(5)]
+gevent.joinall(senders, timeout=10, raise_error=True)
+for _ in range(200):
+    if sum(isinstance(m, NewMessage) for m in got) >= 5:
+        break
+    gevent.sleep(0.05)
+texts = sorted(m.text for m in got if isinstance(m, NewMessage))
+assert texts == [f"g{i}" for i in range(5)], texts
+alice.close(); bob.close()
+print("ok")
+"""
+
+
+def test_clients_work_under_gevent(backend: Backend) -> None:
+    """Locust runs users as greenlets with the standard library monkey-patched."""
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT, backend.transport, backend.url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")

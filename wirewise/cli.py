@@ -46,7 +46,10 @@ def parse_settings(pairs: list[str], **given: object) -> object:
             raise typer.BadParameter(
                 f"{name} takes a {type(default).__name__}, not {raw!r}"
             ) from None
-    return Settings(**values)  # type: ignore[arg-type]
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()
