@@ -140,6 +140,7 @@ class Subscription:
         self.room = room
         self.last_id = after
         self.reconnects = 0
+        self.duplicates = 0
         self.error: ClientError | None = None
         self.connected = threading.Event()
         self._on_message = on_message
@@ -224,7 +225,8 @@ class Subscription:
             msg_id = getattr(message, "id", None)
             if msg_id is not None:
                 if self.last_id is not None and msg_id <= self.last_id:
-                    return  # seen before the reconnect
+                    self.duplicates += 1  # seen before a reconnect: dropped, but counted
+                    return
                 self.last_id = msg_id
         if self._on_message is not None:
             self._on_message(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -114,6 +115,104 @@ def serve(
     except OSError as exc:
         typer.echo(f"wirewise: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def bench(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            help="chat | broadcast | idle | saturate | game (repeatable; default: all, or chat/broadcast/idle with --quick)",
+        ),
+    ] = None,
+    transport: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--transport",
+            help="poll | longpoll | sse | h2 | ws | tcp (repeatable; default: all; ws means both ws servers)",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="Every transport over chat, broadcast and idle at small scale (minutes)."
+        ),
+    ] = False,
+    users: Annotated[
+        int | None, typer.Option(help="Users per run (idle: connections at the top step).")
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Messages per second per sender (saturate: the first step's)."),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds measured per run (idle/saturate: over all steps).")
+    ] = None,
+    poll_interval: Annotated[float, typer.Option(help="Short polling interval, seconds.")] = 1.0,
+    payload_bytes: Annotated[int, typer.Option(help="Characters of message text.")] = 100,
+    room_size: Annotated[
+        int | None, typer.Option(help="Users per room (default: by scenario).")
+    ] = None,
+    latency_bound_ms: Annotated[
+        float, typer.Option(help="saturate: the p99 bound that ends the ramp.")
+    ] = 100.0,
+    processes: Annotated[
+        int, typer.Option(help="Locust processes (histograms are merged at the master).")
+    ] = 1,
+    out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
+) -> None:
+    """Measure: every scenario x transport, each backend alone on one core, Locust on the other."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from wirewise.console import print_summary
+    from wirewise.runner import BACKENDS, QUICK_SCENARIOS, SCENARIOS, Plan, plan_runs, run_bench
+
+    chosen = tuple(scenario or (QUICK_SCENARIOS if quick else SCENARIOS))
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown:
+        raise typer.BadParameter(f"unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")
+    wanted = transport or [b.transport for b in BACKENDS]
+    backends = tuple(b for b in BACKENDS if b.transport in wanted)
+    if not backends or len(set(wanted) - {b.transport for b in BACKENDS}):
+        raise typer.BadParameter(
+            f"unknown transport in {wanted}; one of poll, longpoll, sse, h2, ws, tcp"
+        )
+    plan = Plan(
+        scenarios=chosen,
+        backends=backends,
+        quick=quick,
+        users=users,
+        rate=rate,
+        duration=duration,
+        poll_interval=poll_interval,
+        payload_bytes=payload_bytes,
+        room_size=room_size,
+        latency_bound_ms=latency_bound_ms,
+        processes=processes,
+        out=out.resolve(),
+    )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a log file is as wide as the table
+    total = len(plan_runs(plan))
+    started = time.monotonic()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("starting", total=total)
+
+        def progress(label: str, done: float) -> None:
+            bar.update(task, description=f"{label:<24}", completed=done)
+
+        run_dir, summary = run_bench(plan, ["wirewise", "bench", *sys.argv[2:]], progress)
+    print_summary(summary, console, title=f"wirewise bench: {run_dir.name}")
+    console.print(f"wrote {run_dir / 'summary.json'} ({time.monotonic() - started:.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,53 @@
+"""broadcast: one publisher per room sends at ``--rate`` messages per second (default 10); every
+other user only listens (notifications, tickers, dashboards). Rooms hold ``--room-size``
+listeners (default 0: one room for everyone).
+
+    locust -f scenarios/broadcast.py --transport sse --host http://127.0.0.1:8000 -u 201 -r 100 --headless
+"""
+
+from __future__ import annotations
+
+import math
+
+from scenarios._common import ChatUser, options, plain_scenario
+
+SCENARIO = "broadcast"
+
+
+def rooms(user: ChatUser) -> int:
+    opts = options(user.environment)
+    listeners = max(1, opts.num_users - Publisher.fixed_count)
+    return max(1, math.ceil(listeners / opts.room_size)) if opts.room_size else 1
+
+
+class Listener(ChatUser):
+    scenario = SCENARIO
+    sends = False
+    weight = 1
+
+    def pick_room(self) -> str:
+        return f"{SCENARIO}-{self.number % rooms(self)}"
+
+
+class Publisher(ChatUser):
+    """The one sender; with several rooms, it sends to each in turn."""
+
+    scenario = SCENARIO
+    receives = False
+    fixed_count = 1
+    default_rate = 10.0
+
+    def pick_room(self) -> str:
+        return f"{SCENARIO}-0"
+
+    def send_one(self, scheduled: float) -> None:
+        count = rooms(self)
+        self.sequence = getattr(self, "sequence", -1) + 1
+        self.room = f"{SCENARIO}-{self.sequence % count}"
+        super().send_one(scheduled)
+
+    def rate_at(self, scheduled: float) -> float:
+        return self.rate * rooms(self)  # --rate per room
+
+
+plain_scenario(SCENARIO)

@@ -1,0 +1,28 @@
+"""game: small rooms (``--room-size``, default 4) of players who each send 20 times a second
+(``--rate``) small messages (``--payload-bytes``, default here 50) and receive everyone's:
+high-frequency traffic both ways, a multiplayer game's state updates.
+
+    locust -f scenarios/game.py --transport ws --host http://127.0.0.1:8000 -u 40 -r 40 --headless
+"""
+
+from __future__ import annotations
+
+from scenarios._common import ChatUser, options, payload, plain_scenario
+
+SCENARIO = "game"
+GAME_PAYLOAD = 50
+
+
+class Player(ChatUser):
+    scenario = SCENARIO
+    default_rate = 20.0
+    default_room_size = 4
+
+    def on_start(self) -> None:
+        super().on_start()
+        opts = options(self.environment)
+        if opts.payload_bytes == 100:  # the general default: a game update is smaller
+            self.text = payload(GAME_PAYLOAD)
+
+
+plain_scenario(SCENARIO)

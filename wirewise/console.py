@@ -1,0 +1,73 @@
+"""Results on the terminal: one rich table per run, every caveat printed under it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def label(result: dict[str, Any]) -> str:
+    server = result["server"]
+    plain = {"uvicorn", "hypercorn", "asyncio"}
+    return result["transport"] if server in plain else f"{result['transport']}@{server}"
+
+
+def fmt(value: float | int | None, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+    return f"{text}{unit}"
+
+
+def kib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1024:,.1f} KiB"
+
+
+def results_table(summary: dict[str, Any], title: str = "") -> Table:
+    table = Table(title=title or None, show_lines=False, header_style="bold")
+    for name, justify in (
+        ("scenario", "left"),
+        ("transport", "left"),
+        ("p50 ms", "right"),
+        ("p99 ms", "right"),
+        ("samples", "right"),
+        ("lost", "right"),
+        ("msgs/s", "right"),
+        ("bytes/msg down", "right"),
+        ("bytes/msg up", "right"),
+        ("CPU ms/1k", "right"),
+        ("RSS/conn", "right"),
+        ("kernel/conn", "right"),
+        ("!", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for result in summary["results"]:
+        latency = result["latency_ms"]
+        memory = result["memory_per_connection"]
+        wire = result["bytes_per_message"]
+        table.add_row(
+            result["scenario"],
+            label(result),
+            fmt(latency["p50"], digits=2),
+            fmt(latency["p99"], digits=2),
+            fmt(latency["count"]),
+            fmt(result["deliveries"]["lost"]) if result["scenario"] != "idle" else "-",
+            fmt(result["throughput_msgs_per_s"], digits=0),
+            fmt(wire["down"], digits=0),
+            fmt(wire["up"], digits=0),
+            fmt(result["server_cpu_ms_per_1k_msgs"], digits=1),
+            kib(memory["rss_bytes"]),
+            kib(memory["kernel_bytes"]),
+            str(len(result["warnings"])) if result["warnings"] else "",
+        )
+    return table
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None, title: str = "") -> None:
+    console = console or Console()
+    console.print(results_table(summary, title))
+    for result in summary["results"]:
+        for warning in result["warnings"]:
+            console.print(f"[yellow]! {result['scenario']} / {label(result)}:[/] {warning}")

@@ -1,0 +1,113 @@
+"""Latency histograms and delivery accounting, mergeable across Locust processes.
+
+Latencies are recorded in microseconds into HdrHistograms (1 us to 60 s, 3 significant
+digits: every value is kept within 0.1 %), encoded to a compact base64 string to travel from
+Locust workers to the master, and summarised in milliseconds. A percentile is only printed
+with its sample count; :func:`too_few_samples` says when the count cannot support it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 60_000_000
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+MIN_TAIL_SAMPLES = 10
+"""A percentile p needs at least this many samples beyond it: p99 needs 1,000, p99.9 10,000."""
+
+
+class Histogram:
+    """A latency histogram in microseconds; values past 60 s are clamped and counted."""
+
+    __slots__ = ("clamped", "hdr")
+
+    def __init__(self) -> None:
+        self.hdr = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        self.clamped = 0
+
+    def record(self, micros: int) -> None:
+        if micros < LOWEST_US:
+            micros = LOWEST_US  # receipt in the same microsecond (or a clock step back)
+        elif micros > HIGHEST_US:
+            micros = HIGHEST_US
+            self.clamped += 1
+        self.hdr.record_value(micros)
+
+    @property
+    def count(self) -> int:
+        return int(self.hdr.get_total_count())
+
+    def encode(self) -> str:
+        return self.hdr.encode().decode("ascii")
+
+    def add_encoded(self, encoded: str) -> None:
+        if encoded:
+            self.hdr.decode_and_add(encoded.encode("ascii"))
+
+    @classmethod
+    def decode(cls, encoded: str) -> Histogram:
+        histogram = cls()
+        histogram.add_encoded(encoded)
+        return histogram
+
+    def add(self, other: Histogram) -> None:
+        self.hdr.add(other.hdr)
+        self.clamped += other.clamped
+
+    def summary_ms(self) -> dict[str, float | int | None]:
+        """p50/p90/p99/p999/max/mean in milliseconds and the count (None when empty)."""
+        count = self.count
+        if count == 0:
+            return {**{k: None for k in PERCENTILES}, "max": None, "mean": None, "count": 0}
+        out: dict[str, float | int | None] = {
+            name: round(self.hdr.get_value_at_percentile(p) / 1000, 3)
+            for name, p in PERCENTILES.items()
+        }
+        out["max"] = round(self.hdr.get_max_value() / 1000, 3)
+        out["mean"] = round(self.hdr.get_mean_value() / 1000, 3)
+        out["count"] = count
+        return out
+
+    def cdf_ms(self, points: int = 200) -> list[tuple[float, float]]:
+        """(latency ms, fraction at or below) pairs for a CDF chart."""
+        if self.count == 0:
+            return []
+        out = []
+        for item in self.hdr.get_percentile_iterator(5):
+            out.append((item.value_iterated_to / 1000, item.percentile_level_iterated_to / 100))
+        step = max(1, len(out) // points)
+        return out[::step] + ([out[-1]] if out and (len(out) - 1) % step else [])
+
+
+def too_few_samples(count: int) -> list[str]:
+    """Names of the percentiles that ``count`` samples cannot support."""
+    weak = []
+    for name, p in PERCENTILES.items():
+        if count * (100 - p) / 100 < MIN_TAIL_SAMPLES:
+            weak.append(name)
+    return weak
+
+
+@dataclass
+class Deliveries:
+    """Every expected delivery, accounted for."""
+
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_counts(cls, expected: int, delivered: int, duplicated: int) -> Deliveries:
+        return cls(expected, delivered, max(expected - delivered, 0), duplicated)
+
+    def add(self, other: Deliveries) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
