@@ -49,6 +49,8 @@ from wirewise.protocol import Error, NewMessage, ServerMessage
 TRANSPORTS = ("poll", "longpoll", "sse", "h2", "ws", "tcp")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 WINDOW_MESSAGE = "wirewise_window"
+OPEN_ENDED = 365 * 24 * 3600.0
+"""A window that lasts until the web UI's stop button."""
 
 
 # -- options -------------------------------------------------------------------------------
@@ -336,6 +338,13 @@ def _cpu_watch() -> None:
         RECORDER.sample_cpu()
 
 
+@events.test_stop.add_listener
+def _test_stop(environment: Environment, **kwargs: Any) -> None:
+    window = RECORDER.window
+    if window is not None and window[1] - window[0] >= OPEN_ENDED and not is_worker(environment):
+        open_window(environment, window[0], time.time())
+
+
 def open_window(environment: Environment, start: float, end: float) -> None:
     """Fix the measurement window everywhere (master and workers, or the local runner)."""
     RECORDER.window = (start, end)
@@ -512,10 +521,14 @@ def spawned_window(environment: Environment) -> None:
     """The plain scenarios' timeline: window after warmup, stop after drain."""
     opts = options(environment)
     start = time.time() + opts.warmup
+    if not opts.headless:
+        # With the web UI the person running it decides when to stop: the window stays open
+        # until then (the test_stop listener closes it).
+        open_window(environment, start, start + OPEN_ENDED)
+        return
     end = start + opts.measure
     open_window(environment, start, end)
-    if opts.headless:
-        stop_at(environment, end + opts.drain)
+    stop_at(environment, end + opts.drain)
 
 
 def is_worker(environment: Environment | None) -> bool:

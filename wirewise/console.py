@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Console
@@ -65,9 +66,22 @@ def results_table(summary: dict[str, Any], title: str = "") -> Table:
     return table
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None, title: str = "") -> None:
-    console = console or Console()
-    console.print(results_table(summary, title))
+def grouped_warnings(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Warnings that read the same but for their numbers, with the runs they concern."""
+    groups: dict[str, tuple[str, list[str]]] = {}
     for result in summary["results"]:
         for warning in result["warnings"]:
-            console.print(f"[yellow]! {result['scenario']} / {label(result)}:[/] {warning}")
+            key = re.sub(r"\d[\d,.]*", "#", warning)
+            _, runs = groups.setdefault(key, (warning, []))
+            runs.append(f"{result['scenario']}/{label(result)}")
+    return list(groups.values())
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None, title: str = "") -> None:
+    """The table, then every warning (similar ones on one line, naming each run)."""
+    console = console or Console()
+    console.print(results_table(summary, title))
+    for text, runs in grouped_warnings(summary):
+        where = runs[0] if len(runs) == 1 else f"{len(runs)} runs ({', '.join(runs)})"
+        example = text if len(runs) == 1 else f"{text} (numbers vary)"
+        console.print(f"[yellow]! {where}:[/] {example}")

@@ -87,7 +87,7 @@ def too_few_samples(count: int) -> list[str]:
     """Names of the percentiles that ``count`` samples cannot support."""
     weak = []
     for name, p in PERCENTILES.items():
-        if count * (100 - p) / 100 < MIN_TAIL_SAMPLES:
+        if round(count * (100 - p) / 100, 6) < MIN_TAIL_SAMPLES:
             weak.append(name)
     return weak
 

@@ -18,6 +18,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -206,9 +207,14 @@ class Server:
     url: str
     port: int
     log: Path
+    pump: threading.Thread
 
     def stop(self) -> int | None:
-        return stop_process(self.proc)
+        status = stop_process(self.proc)
+        self.pump.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return status
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:
@@ -257,21 +263,26 @@ def start_server(backend: Backend, log: Path, poll_interval: float) -> Server:
         if match:
             url = match.group(2)
             handle.flush()
-            _forward(proc.stdout, handle)
-            return Server(backend, proc, url, int(url.rsplit(":", 1)[1]), log)
+            return Server(
+                backend, proc, url, int(url.rsplit(":", 1)[1]), log, _forward(proc.stdout, handle)
+            )
     stop_process(proc)
+    proc.stdout.close()
+    handle.close()
     raise RuntimeError(f"{backend.label} did not start: {line!r}; see {log}")
 
 
-def _forward(stream: Any, handle: Any) -> None:
-    import threading
+def _forward(stream: Any, handle: Any) -> threading.Thread:
+    """Copy the server's remaining output to its log until it exits."""
 
     def pump() -> None:
         for chunk in stream:
             handle.write(chunk)
         handle.close()
 
-    threading.Thread(target=pump, daemon=True).start()
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
 
 
 def process_tree(pid: int) -> list[int]:
@@ -420,6 +431,20 @@ def loadgen_cpu_max(samples: list[Sample], spans: list[tuple[float, float]]) -> 
             if s.loadgen_cpu_percent_max_single is not None
         ]
     return round(max(values), 1) if values else None
+
+
+def wire_cost(
+    traffic: list[tuple[float, int, int]], start: float, stop: float, delivered: int, sent: int
+) -> dict[str, float | None]:
+    """TCP payload bytes per message: down per delivery, up per message sent, total per delivery."""
+    down0, up0 = at(traffic, start)
+    down1, up1 = at(traffic, stop)
+    down, up = down1 - down0, up1 - up0
+    return {
+        "down": round(down / delivered, 1) if delivered else None,
+        "up": round(up / sent, 1) if sent else None,
+        "total": round((down + up) / delivered, 1) if delivered else None,
+    }
 
 
 def cpu_seconds(samples: list[Sample], start: float, end: float) -> float | None:
@@ -578,17 +603,14 @@ def summarize(
     delivered = raw["deliveries"]["delivered"]
     if end > start and delivered:
         result["throughput_msgs_per_s"] = round(delivered / (end - start), 1)
-        cpu = cpu_seconds(samples, start, end)
+        # Senders send only inside the window and its messages arrive by the end of the drain,
+        # so the traffic and CPU of [start, end + drain] are those deliveries' (plus the
+        # overhead that is part of each transport's cost: empty polls, heartbeats, pings).
+        stop = end + params["drain"] - 0.1
+        cpu = cpu_seconds(samples, start, stop)
         if cpu is not None:
-            result["server_cpu_ms_per_1k_msgs"] = round(cpu * 1000 / delivered * 1000, 3)
-        down0, up0 = at(traffic, start)
-        down1, up1 = at(traffic, end)
-        sent = raw["sent"] or 1
-        result["bytes_per_message"] = {
-            "down": round((down1 - down0) / delivered, 1),
-            "up": round((up1 - up0) / sent, 1),
-            "total": round(((down1 - down0) + (up1 - up0)) / delivered, 1),
-        }
+            result["server_cpu_ms_per_1k_msgs"] = round(cpu * 1e6 / delivered, 3)
+        result["bytes_per_message"] = wire_cost(traffic, start, stop, delivered, raw["sent"])
     warnings.extend(accounting_warnings(raw, latency))
     return result
 
@@ -674,15 +696,10 @@ def summarize_saturate(
         "latency_bound_ms": bound,
     }
     mark = next(m for m in raw["step_marks"] if m["step"] == best["step"])
-    down0, up0 = at(traffic, mark["start"])
-    down1, up1 = at(traffic, mark["end"])
-    delivered = raw["steps"][str(best["step"])]["delivered"] or 1
-    sent = raw["steps"][str(best["step"])]["sent"] or 1
-    result["bytes_per_message"] = {
-        "down": round((down1 - down0) / delivered, 1),
-        "up": round((up1 - up0) / sent, 1),
-        "total": round(((down1 - down0) + (up1 - up0)) / delivered, 1),
-    }
+    data = raw["steps"][str(best["step"])]
+    result["bytes_per_message"] = wire_cost(
+        traffic, mark["start"], mark["end"], data["delivered"], data["sent"]
+    )
     if result["stopped_by"]:
         warnings.append(f"the ramp stopped at step {len(steps) - 1}: {result['stopped_by']}")
     return result
