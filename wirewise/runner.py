@@ -646,46 +646,25 @@ def summarize_saturate(
     samples: list[Sample],
     traffic: list[tuple[float, int, int]],
 ) -> dict[str, Any]:
+    """Per-step figures; the result's own are those of the highest step that held."""
     warnings = result["warnings"]
     bound = raw.get("latency_bound_ms", 100.0)
-    steps = []
-    best: dict[str, Any] | None = None
+    per_room = raw.get("receivers", 0) / max(raw.get("rooms") or 1, 1)  # rooms are equal here
+    steps: list[dict[str, Any]] = []
+    total = Deliveries()
     for mark in raw.get("step_marks", []):
         data = raw["steps"].get(str(mark["step"]))
-        if data is None:
-            continue
-        latency = Histogram.decode(data["latency"])
-        seconds = mark["end"] - mark["start"]
-        summary = latency.summary_ms()
-        held = (
-            latency.count > 0
-            and summary["p99"] is not None
-            and summary["p99"] <= bound
-            and data["delivered"]
-            >= data["sent"] * raw.get("receivers", 0) / max(raw.get("rooms", 1), 1) * 0.999
-        )
-        cpu = cpu_seconds(samples, mark["start"], mark["end"])
-        step = {
-            "step": mark["step"],
-            "rate_per_user": mark["rate_per_user"],
-            "sent_per_s": round(data["sent"] / seconds, 1),
-            "deliveries_per_s": round(data["delivered"] / seconds, 1),
-            "latency_ms": summary,
-            "lag_p99_ms": Histogram.decode(data["lag"]).summary_ms()["p99"],
-            "server_cpu_ms_per_1k_msgs": round(cpu * 1e6 / data["delivered"], 3)
-            if cpu and data["delivered"]
-            else None,
-            "held": held,
-        }
-        steps.append(step)
-        if held:
-            best = step
+        if data is not None:
+            step, deliveries = saturate_step(mark, data, per_room, bound, samples)
+            steps.append(step)
+            total.add(deliveries)
+    best = next((step for step in reversed(steps) if step["held"]), None)
     result["steps"] = steps
     result["stopped_by"] = raw.get("stopped_by")
-    result["deliveries"] = raw["deliveries"]
+    result["deliveries"] = total.as_dict()  # the evaluated steps; the unfinished last is not
     result["send_latency_ms"] = Histogram.decode(raw["send_latency"]).summary_ms()
     if best is None:
-        warnings.append(f"no step held p99 <= {bound:g} ms")
+        warnings.append(f"no step held p99 <= {bound:g} ms with every message delivered")
         return result
     result["latency_ms"] = best["latency_ms"]
     result["throughput_msgs_per_s"] = best["deliveries_per_s"]
@@ -700,9 +679,45 @@ def summarize_saturate(
     result["bytes_per_message"] = wire_cost(
         traffic, mark["start"], mark["end"], data["delivered"], data["sent"]
     )
-    if result["stopped_by"]:
-        warnings.append(f"the ramp stopped at step {len(steps) - 1}: {result['stopped_by']}")
+    stopped = result["stopped_by"] or ""
+    if stopped.startswith("max_steps"):
+        warnings.append(
+            "the bound held at every rate tried: the throughput is a lower bound, not the limit"
+        )
+    elif stopped:
+        warnings.append(f"the ramp stopped after step {steps[-1]['step']}: {stopped}")
     return result
+
+
+def saturate_step(
+    mark: dict[str, Any], data: dict[str, Any], per_room: float, bound: float, samples: list[Sample]
+) -> tuple[dict[str, Any], Deliveries]:
+    """One step of the ramp: its rate, latency, losses, and whether it held the bound."""
+    latency = Histogram.decode(data["latency"])
+    summary = latency.summary_ms()
+    seconds = mark["end"] - mark["start"]
+    deliveries = Deliveries.from_counts(round(data["sent"] * per_room), data["delivered"], 0)
+    held = (
+        latency.count > 0
+        and summary["p99"] is not None
+        and summary["p99"] <= bound
+        and deliveries.lost == 0
+    )
+    cpu = cpu_seconds(samples, mark["start"], mark["end"])
+    step = {
+        "step": mark["step"],
+        "rate_per_user": mark["rate_per_user"],
+        "sent_per_s": round(data["sent"] / seconds, 1),
+        "deliveries_per_s": round(data["delivered"] / seconds, 1),
+        "latency_ms": summary,
+        "lag_p99_ms": Histogram.decode(data["lag"]).summary_ms()["p99"],
+        "deliveries": deliveries.as_dict(),
+        "server_cpu_ms_per_1k_msgs": round(cpu * 1e6 / data["delivered"], 3)
+        if cpu and data["delivered"]
+        else None,
+        "held": held,
+    }
+    return step, deliveries
 
 
 # -- the whole bench -------------------------------------------------------------------------
