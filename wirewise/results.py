@@ -109,6 +109,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _total_memory() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except (ImportError, OSError):
+        return None
+
+
 def collect_metadata(argv: list[str] | None = None) -> dict[str, Any]:
     from wirewise import __version__
 
@@ -122,6 +131,7 @@ def collect_metadata(argv: list[str] | None = None) -> dict[str, Any]:
         "kernel": platform.release(),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "argv": list(argv if argv is not None else sys.argv),
+        "memory_bytes": _total_memory(),
         "libraries": library_versions(),
     }
 

@@ -472,10 +472,17 @@ def memory_per_connection(
             return sum(values) / len(values)
 
         kernel = [s.kernel_tcp_mem_bytes + (s.kernel_slab_bytes or 0) for s in inside]
+        seconds = inside[-1].t - inside[0].t
+        cpu = (
+            (inside[-1].server_cpu_s - inside[0].server_cpu_s) / seconds * 100
+            if seconds > 0
+            else None
+        )
         points.append(
             {
                 "connections": mean([s.server_connections for s in inside]),  # type: ignore[misc]
                 "clients": mark["connected"],
+                "cpu_percent": round(cpu, 2) if cpu is not None else None,
                 "rss_bytes": mean([s.server_rss for s in inside]),
                 "uss_bytes": mean(
                     [s.server_uss for s in inside if s.server_uss is not None] or [0]
@@ -494,7 +501,7 @@ def memory_per_connection(
     if len({round(x) for x in xs}) < 2:
         warnings.append("idle: fewer than two plateaus with distinct connection counts; no fit")
         return result, warnings
-    rss_slope, _, r2 = fit_line(xs, [p["rss_bytes"] for p in points])
+    rss_slope, rss_base, r2 = fit_line(xs, [p["rss_bytes"] for p in points])
     uss_slope, _, _ = fit_line(xs, [p["uss_bytes"] for p in points])
     kernel_slope, _, _ = fit_line(xs, [p["kernel_bytes"] for p in points])
     result.update(
@@ -503,7 +510,15 @@ def memory_per_connection(
         # Both ends of every loopback connection live in this one kernel: half is the server's.
         kernel_bytes=round(kernel_slope / 2),
         r2=round(r2, 4),
+        base_rss_bytes=round(rss_base),
     )
+    cpu_points = [
+        (p["connections"], p["cpu_percent"]) for p in points if p["cpu_percent"] is not None
+    ]
+    if len({round(x) for x, _ in cpu_points}) >= 2:
+        # What idle connections cost in CPU: polls, heartbeats, pings (decide scales it).
+        slope, _, _ = fit_line([x for x, _ in cpu_points], [y for _, y in cpu_points])
+        result["idle_cpu_percent_per_1k_connections"] = round(max(slope, 0.0) * 1000, 3)
     if r2 < 0.9:
         warnings.append(
             f"idle: memory against connections fits poorly (r2 {r2:.2f}); treat bytes per connection as rough"
@@ -599,6 +614,7 @@ def summarize(
     result["latency_ms"] = latency.summary_ms()
     result["send_latency_ms"] = Histogram.decode(raw["send_latency"]).summary_ms()
     result["deliveries"] = raw["deliveries"]
+    result["messages_sent"] = raw["sent"]
     start, end = raw["window"]["start"], raw["window"]["end"]
     delivered = raw["deliveries"]["delivered"]
     if end > start and delivered:
