@@ -109,8 +109,10 @@ class HttpClient(Client):
     def login(self, user: str) -> str:
         body = protocol.encode(LoginRequest(user))
         try:
+            # Connection: close: a login is once per client; a kept-alive socket would sit idle
+            # beside the stream until the server's keep-alive timeout (and count as a client).
             response = self.http.post(
-                "/login", content=body, headers={"content-type": "application/json"}
+                "/login", content=body, headers={"content-type": "application/json", "connection": "close"}
             )
         except httpx.HTTPError as exc:
             raise ClientError(f"login failed: {exc}") from exc

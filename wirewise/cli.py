@@ -215,6 +215,126 @@ def bench(
     console.print(f"wrote {run_dir / 'summary.json'} ({time.monotonic() - started:.0f} s)")
 
 
+def find_run(results: Path | None) -> Path:
+    """The run to read: the one given, else the newest under ./results, else the bundled one."""
+    from wirewise.results import newest_run
+    from wirewise.runner import ROOT
+
+    if results is not None:
+        return results
+    for base in (Path("results"), ROOT / "results"):
+        run = newest_run(base)
+        if run is not None:
+            return run
+    raise typer.BadParameter("no results run found: run `wirewise bench --quick` or pass --results")
+
+
+def load_run(results: Path | None) -> tuple[Path, dict]:
+    from wirewise.results import SchemaError, read_summary
+
+    run = find_run(results)
+    try:
+        return run, read_summary(run)
+    except SchemaError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command()
+def decide(
+    clients: Annotated[int | None, typer.Option(help="Concurrent clients.")] = None,
+    push_rate: Annotated[
+        float | None, typer.Option(help="Messages per second each client receives.")
+    ] = None,
+    send_rate: Annotated[
+        float | None, typer.Option(help="Messages per second each client sends.")
+    ] = None,
+    latency_ms: Annotated[
+        float | None, typer.Option(help="The p99 delivery latency needed, ms.")
+    ] = None,
+    payload_bytes: Annotated[int, typer.Option(help="Typical message size.")] = 100,
+    proxy_blocks_upgrade: Annotated[
+        bool, typer.Option(help="The clients' network blocks the WebSocket upgrade.")
+    ] = False,
+    results: Annotated[
+        Path | None,
+        typer.Option(help="A results run (default: the newest, or the bundled reference)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Recommend a transport for a workload, with reasons and estimates from measured numbers."""
+    import json
+
+    from wirewise.decide import Workload
+    from wirewise.decide import decide as run_decide
+
+    asked = {
+        "clients": clients,
+        "push_rate": push_rate,
+        "send_rate": send_rate,
+        "latency_ms": latency_ms,
+    }
+    if any(v is None for v in asked.values()):
+        if not sys.stdin.isatty() or json_out:
+            missing = ", ".join(f"--{k.replace('_', '-')}" for k, v in asked.items() if v is None)
+            raise typer.BadParameter(f"give {missing} (or run in a terminal to be asked)")
+        clients = clients or typer.prompt("How many clients are connected at once", type=int)
+        push_rate = (
+            push_rate
+            if push_rate is not None
+            else typer.prompt("Messages per second each client receives", type=float)
+        )
+        send_rate = (
+            send_rate
+            if send_rate is not None
+            else typer.prompt("Messages per second each client sends", type=float)
+        )
+        latency_ms = latency_ms or typer.prompt(
+            "p99 latency the application needs, in ms", type=float
+        )
+        proxy_blocks_upgrade = proxy_blocks_upgrade or typer.confirm(
+            "Does the clients' network block WebSocket upgrades?", default=False
+        )
+    try:
+        workload = Workload(
+            clients, push_rate, send_rate, latency_ms, payload_bytes, proxy_blocks_upgrade
+        )  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    run, summary = load_run(results)
+    decision = run_decide(workload, summary, run.name)
+    if json_out:
+        typer.echo(json.dumps(decision.as_json(), indent=2))
+        return
+    from wirewise.console import print_decision
+
+    print_decision(decision)
+
+
+@app.command()
+def explain(
+    topic: Annotated[str | None, typer.Argument(help="A topic; without one, the list.")] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="A results run to quote (default: the newest).")
+    ] = None,
+) -> None:
+    """Short answers for learners and interview preparation, quoting measured numbers."""
+    from wirewise.explain import TOPICS
+    from wirewise.explain import explain as write
+
+    if topic is None:
+        typer.echo("Topics (wirewise explain TOPIC):")
+        for name, item in TOPICS.items():
+            typer.echo(f"  {name:<16} {item.title}")
+        return
+    if topic not in TOPICS:
+        raise typer.BadParameter(f"unknown topic {topic!r}; one of {', '.join(TOPICS)}")
+    try:
+        run, summary = load_run(results)
+    except typer.BadParameter:
+        run, summary = Path(""), None
+    typer.echo(write(topic, summary, run.name))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status instead of exiting (tests call it directly)."""
     try:

@@ -85,3 +85,44 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, title
         where = runs[0] if len(runs) == 1 else f"{len(runs)} runs ({', '.join(runs)})"
         example = text if len(runs) == 1 else f"{text} (numbers vary)"
         console.print(f"[yellow]! {where}:[/] {example}")
+
+
+def print_decision(decision: Any, console: Console | None = None) -> None:
+    """The recommendation, the ranking with reasons, and the estimates at the stated scale."""
+    from wirewise.decide import NAMES, fmt_bytes
+
+    console = console or Console()
+    w = decision.workload
+    console.print(
+        f"[bold]Workload:[/] {w.clients:,} clients, {w.push_rate:g} msg/s down and {w.send_rate:g} msg/s up each, "
+        f"p99 <= {w.latency_ms:g} ms, {w.payload_bytes} B messages"
+        + (", the upgrade is blocked" if w.proxy_blocks_upgrade else "")
+    )
+    if decision.recommendation:
+        console.print(
+            f"[bold green]Recommendation: {NAMES[decision.recommendation]} ({decision.recommendation})[/]"
+        )
+    else:
+        console.print("[bold red]No measured transport meets this workload.[/]")
+    table = Table(header_style="bold")
+    for name in ("transport", "score", "p99 ms", "servers", "CPU cores", "memory", "bandwidth"):
+        table.add_column(name, justify="left" if name == "transport" else "right")
+    for ranked in decision.ranking:
+        e = decision.estimates[ranked.transport]
+        table.add_row(
+            ranked.transport,
+            str(ranked.score),
+            fmt(e.p99_ms, digits=1),
+            fmt(e.servers),
+            fmt(e.cpu_cores, digits=2),
+            fmt_bytes(e.memory_bytes) if e.memory_bytes is not None else "-",
+            f"{fmt_bytes(e.bandwidth_bytes_per_s)}/s"
+            if e.bandwidth_bytes_per_s is not None
+            else "-",
+        )
+    console.print(table)
+    for ranked in decision.ranking:
+        console.print(f"[bold]{ranked.transport}[/] ({ranked.score}):")
+        for reason in ranked.reasons:
+            console.print(f"  - {reason}")
+    console.print(f"Estimates from results run {decision.source}; `wirewise explain` says why.")

@@ -472,12 +472,9 @@ def memory_per_connection(
             return sum(values) / len(values)
 
         kernel = [s.kernel_tcp_mem_bytes + (s.kernel_slab_bytes or 0) for s in inside]
-        seconds = inside[-1].t - inside[0].t
-        cpu = (
-            (inside[-1].server_cpu_s - inside[0].server_cpu_s) / seconds * 100
-            if seconds > 0
-            else None
-        )
+        whole = between(samples, mark["start"], mark["end"] + 0.5)  # CPU needs two readings
+        seconds = whole[-1].t - whole[0].t if whole else 0.0
+        cpu = (whole[-1].server_cpu_s - whole[0].server_cpu_s) / seconds * 100 if seconds > 0 else None
         points.append(
             {
                 "connections": mean([s.server_connections for s in inside]),  # type: ignore[misc]
