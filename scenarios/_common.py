@@ -50,6 +50,7 @@ TRANSPORTS = ("poll", "longpoll", "sse", "h2", "ws", "tcp")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 WINDOW_MESSAGE = "wirewise_window"
 OPEN_ENDED = 365 * 24 * 3600.0
+STOP_MARGIN = 2.0
 """A window that lasts until the web UI's stop button."""
 
 
@@ -342,7 +343,9 @@ def _cpu_watch() -> None:
 def _test_stop(environment: Environment, **kwargs: Any) -> None:
     window = RECORDER.window
     if window is not None and window[1] - window[0] >= OPEN_ENDED and not is_worker(environment):
-        open_window(environment, window[0], time.time())
+        # Users are killed at stop, sends in flight with them: the last seconds are not
+        # counted, or a killed send that the server stored would count as a spare delivery.
+        open_window(environment, window[0], max(window[0], time.time() - STOP_MARGIN))
 
 
 def open_window(environment: Environment, start: float, end: float) -> None:
