@@ -286,6 +286,7 @@ class Recorder:
             "stopped_by": self.stopped_by,
             "load_generator_cpu_max": self.cpu_max,
             "processes": 1 + len(self.worker_receivers),
+            "payload_bytes": PAYLOAD.size or opts.payload_bytes,
             **extra,
         }
 
@@ -405,8 +406,17 @@ def make_client(environment: Environment, host: str) -> Client:
     return client_for(opts.transport, host, **kwargs)
 
 
+class _Payload:
+    size = 0
+    """The message size the users actually sent (a scenario may change the default)."""
+
+
+PAYLOAD = _Payload()
+
+
 def payload(size: int) -> str:
-    return "x" * max(1, size)
+    PAYLOAD.size = max(1, size)
+    return "x" * PAYLOAD.size
 
 
 class ChatUser(User):

@@ -181,9 +181,13 @@ def expected_seconds(scenario: str, params: dict[str, Any]) -> float:
 # -- processes -------------------------------------------------------------------------------
 
 
+AVAILABLE_CORES = tuple(sorted(os.sched_getaffinity(0)))
+"""Read once, before the runner pins itself to the load generator's cores."""
+
+
 def cores() -> tuple[set[int], set[int]]:
     """(server cores, load-generator cores): the server alone on the first core."""
-    available = sorted(os.sched_getaffinity(0))
+    available = list(AVAILABLE_CORES)
     if len(available) < 2:
         return set(available), set(available)
     return {available[0]}, set(available[1:])
@@ -590,6 +594,8 @@ def summarize(
         warnings.append("Locust wrote no results (see locust.log)")
         return result
     result["parameters"]["rooms"] = raw.get("rooms")
+    if raw.get("payload_bytes"):
+        result["parameters"]["payload_bytes"] = raw["payload_bytes"]  # what was really sent
     cpu_max = loadgen_cpu_max(samples, measured_spans(scenario, raw))
     saturated = cpu_max is not None and cpu_max > GENERATOR_SATURATED
     result["load_generator"] = {"cpu_percent_max": cpu_max, "saturated": saturated}
@@ -634,6 +640,12 @@ def accounting_warnings(raw: dict[str, Any], latency: Histogram) -> list[str]:
     if deliveries["lost"]:
         warnings.append(
             f"{deliveries['lost']} of {deliveries['expected']} expected deliveries were lost"
+        )
+    extra = deliveries["delivered"] - deliveries["expected"]
+    if extra > 0:
+        warnings.append(
+            f"{extra} more deliveries than expected: a send the client gave up on (timeout) was"
+            " still stored and delivered by the server"
         )
     if deliveries["duplicated"]:
         warnings.append(
