@@ -6,7 +6,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -163,11 +163,44 @@ def bench(
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
 ) -> None:
     """Measure: every scenario x transport, each backend alone on one core, Locust on the other."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from wirewise.console import print_summary
-    from wirewise.runner import BACKENDS, QUICK_SCENARIOS, SCENARIOS, Plan, plan_runs, run_bench
+
+    plan = make_plan(
+        scenario,
+        transport,
+        quick,
+        users,
+        rate,
+        duration,
+        poll_interval,
+        payload_bytes,
+        room_size,
+        latency_bound_ms,
+        processes,
+        out,
+    )
+    console = wide_console()
+    started = time.monotonic()
+    run_dir, summary = measure(plan, console)
+    print_summary(summary, console, title=f"wirewise bench: {run_dir.name}")
+    console.print(f"wrote {run_dir / 'summary.json'} ({time.monotonic() - started:.0f} s)")
+
+
+def make_plan(
+    scenario: list[str] | None,
+    transport: list[str] | None,
+    quick: bool,
+    users: int | None,
+    rate: float | None,
+    duration: float | None,
+    poll_interval: float,
+    payload_bytes: int,
+    room_size: int | None,
+    latency_bound_ms: float,
+    processes: int,
+    out: Path,
+) -> Any:
+    from wirewise.runner import BACKENDS, QUICK_SCENARIOS, SCENARIOS, Plan
 
     chosen = tuple(scenario or (QUICK_SCENARIOS if quick else SCENARIOS))
     unknown = [s for s in chosen if s not in SCENARIOS]
@@ -175,11 +208,11 @@ def bench(
         raise typer.BadParameter(f"unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")
     wanted = transport or [b.transport for b in BACKENDS]
     backends = tuple(b for b in BACKENDS if b.transport in wanted)
-    if not backends or len(set(wanted) - {b.transport for b in BACKENDS}):
+    if not backends or set(wanted) - {b.transport for b in BACKENDS}:
         raise typer.BadParameter(
             f"unknown transport in {wanted}; one of poll, longpoll, sse, h2, ws, tcp"
         )
-    plan = Plan(
+    return Plan(
         scenarios=chosen,
         backends=backends,
         quick=quick,
@@ -193,26 +226,87 @@ def bench(
         processes=processes,
         out=out.resolve(),
     )
+
+
+def wide_console() -> Any:
+    from rich.console import Console
+
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # a log file is as wide as the table
-    total = len(plan_runs(plan))
-    started = time.monotonic()
-    with Progress(
+    return console if console.is_terminal else Console(width=160)  # a log is as wide as a table
+
+
+def measure(plan: Any, console: Any) -> tuple[Path, dict[str, Any]]:
+    """Run the bench with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from wirewise.runner import plan_runs, run_bench
+
+    columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("starting", total=total)
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("starting", total=len(plan_runs(plan)))
 
         def progress(label: str, done: float) -> None:
             bar.update(task, description=f"{label:<24}", completed=done)
 
-        run_dir, summary = run_bench(plan, ["wirewise", "bench", *sys.argv[2:]], progress)
-    print_summary(summary, console, title=f"wirewise bench: {run_dir.name}")
-    console.print(f"wrote {run_dir / 'summary.json'} ({time.monotonic() - started:.0f} s)")
+        return run_bench(plan, list(ARGV), progress)
+
+
+@app.command()
+def report(
+    run: Annotated[Path | None, typer.Argument(help="A results run (default: the newest).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write (default: reports/<run-id>/).")
+    ] = None,
+) -> None:
+    """Charts, report.md and a self-contained report.html, with a verdict from the numbers."""
+    run_dir, _ = load_run(run)
+    console = wide_console()
+    write_report(run_dir, out, console)
+
+
+def write_report(run_dir: Path, out: Path | None, console: Any) -> Any:
+    from wirewise.report import build_report, verdict
+    from wirewise.results import read_summary
+
+    target = out or Path("reports") / run_dir.name
+    files = build_report(run_dir, target)
+    console.print("[bold]Verdict[/]")
+    for sentence in verdict(read_summary(run_dir)):
+        console.print(f"  {sentence}")
+    console.print(
+        f"wrote {files.html} and {files.markdown} ({len(files.charts)} charts in {files.html.parent / 'charts'})"
+    )
+    return files
+
+
+@app.command()
+def compare(
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="Small scale: every transport over chat, broadcast and idle, in minutes."
+        ),
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
+    reports: Annotated[
+        Path | None, typer.Option(help="Where the report goes (default: reports/<run-id>/).")
+    ] = None,
+) -> None:
+    """The whole comparison: bench every transport, write the report, print the verdict."""
+    from wirewise.console import print_summary
+
+    plan = make_plan(None, None, quick, None, None, None, 1.0, 100, None, 100.0, 1, out)
+    console = wide_console()
+    started = time.monotonic()
+    run_dir, summary = measure(plan, console)
+    print_summary(summary, console, title=f"wirewise compare: {run_dir.name}")
+    write_report(run_dir, reports, console)
+    console.print(f"results in {run_dir}; {time.monotonic() - started:.0f} s in all")
 
 
 def find_run(results: Path | None) -> Path:
@@ -335,10 +429,16 @@ def explain(
     typer.echo(write(topic, summary, run.name))
 
 
+ARGV: list[str] = []
+"""The command line as given (recorded in results)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status instead of exiting (tests call it directly)."""
+    args = argv if argv is not None else sys.argv[1:]
+    ARGV[:] = ["wirewise", *args]
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="wirewise")
+        app(args=args, prog_name="wirewise")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
