@@ -341,11 +341,12 @@ def run_one(
         interval=0.5,
         uss=scenario == "idle",  # smaps_rollup: cheap enough at 2 Hz, and only idle needs it
     )
-    counter = ByteCounter(server.port)
+    counter = byte_counter(server.port)
     traffic: list[tuple[float, int, int]] = []
     try:
         sampler.start()
-        counter.reset()
+        if counter is not None:
+            counter.reset()
         argv = locust_argv(scenario, backend, server.url, params, files.directory, plan.processes)
         with (files.directory / "locust.log").open("wb") as log:
             locust = subprocess.Popen(
@@ -357,7 +358,9 @@ def run_one(
             )
             deadline = time.monotonic() + expected_seconds(scenario, params) * 3 + 90
             while locust.poll() is None and time.monotonic() < deadline:
-                if scenario != "idle":  # ss over thousands of idle sockets costs a core
+                if (
+                    counter is not None and scenario != "idle"
+                ):  # ss over 15,000 sockets costs a core
                     counter.poll()
                     traffic.append((time.time(), *counter.totals()))
                 tick(f"{scenario} / {backend.label}")
@@ -386,6 +389,14 @@ def run_one(
             "one server process for every scenario of this backend (--quick)"
         )
     return result
+
+
+def byte_counter(port: int) -> ByteCounter | None:
+    """The kernel's byte counters, or None without ``ss`` (bytes per message then stay null)."""
+    try:
+        return ByteCounter(port)
+    except RuntimeError:
+        return None
 
 
 def write_jsonl(path: Path, rows: Iterator[dict[str, Any]]) -> None:
@@ -478,7 +489,11 @@ def memory_per_connection(
         kernel = [s.kernel_tcp_mem_bytes + (s.kernel_slab_bytes or 0) for s in inside]
         whole = between(samples, mark["start"], mark["end"] + 0.5)  # CPU needs two readings
         seconds = whole[-1].t - whole[0].t if whole else 0.0
-        cpu = (whole[-1].server_cpu_s - whole[0].server_cpu_s) / seconds * 100 if seconds > 0 else None
+        cpu = (
+            (whole[-1].server_cpu_s - whole[0].server_cpu_s) / seconds * 100
+            if seconds > 0
+            else None
+        )
         points.append(
             {
                 "connections": mean([s.server_connections for s in inside]),  # type: ignore[misc]
@@ -629,7 +644,10 @@ def summarize(
         cpu = cpu_seconds(samples, start, stop)
         if cpu is not None:
             result["server_cpu_ms_per_1k_msgs"] = round(cpu * 1e6 / delivered, 3)
-        result["bytes_per_message"] = wire_cost(traffic, start, stop, delivered, raw["sent"])
+        if traffic:
+            result["bytes_per_message"] = wire_cost(traffic, start, stop, delivered, raw["sent"])
+        else:
+            warnings.append("bytes per message not measured: `ss` (iproute2) is not installed")
     warnings.extend(accounting_warnings(raw, latency))
     return result
 
