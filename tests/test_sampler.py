@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+import psutil
 import pytest
 
 from wirewise.sampler import (
@@ -232,37 +233,48 @@ def test_tcp_slab_caches_as_root() -> None:
 def test_sampler_thread_loadgen_cpu_and_processes_that_end(
     echo_server: EchoServer, busy_child: subprocess.Popen[str]
 ) -> None:
-    # Needs a free core for the busy loop: with more busy processes than cores it gets its fair
-    # share, under 50 %, and the figure is right to say so.
+    # The figure is checked against what the kernel says the busy loop used over the same time,
+    # not against a fixed share: on a loaded CI machine a busy loop may get well under one core.
     loadgen = [busy_child.pid]
     sampler = Sampler(echo_server.pid, lambda: list(loadgen), echo_server.port, interval=0.05)
-    second = subprocess.Popen([sys.executable, "-c", "while True: pass"], text=True)
+    child = psutil.Process(busy_child.pid)
+    second: subprocess.Popen[str] | None = None
     try:
         sampler.start()
-        time.sleep(0.3)
+        time.sleep(0.1)  # the first sample primes psutil's CPU percent
+        start, used_before = time.monotonic(), sum(child.cpu_times()[:2])
+        first_index = len(sampler.samples)
+        time.sleep(0.4)
+        used = sum(child.cpu_times()[:2]) - used_before
+        expected = 100 * used / (time.monotonic() - start)
         busy = list(sampler.samples)
         # A load generator that starts after the sampler (as Locust workers do) is picked up.
+        second = subprocess.Popen([sys.executable, "-c", "while True: pass"], text=True)
         loadgen.append(second.pid)
-        time.sleep(0.2)
+        time.sleep(0.3)
         both = sampler.samples[len(busy) + 1 :]
         kill(busy_child)
         kill(second)
         time.sleep(0.15)
     finally:
         sampler.stop()
-        kill(second)
+        if second is not None:
+            kill(second)
     samples = sampler.samples
     assert sampler.errors == []
     assert len(busy) >= 4
     times = [s.t for s in samples]
     assert times == sorted(times) and len(set(times)) == len(times)
-    # The first sample primes psutil's CPU percent; after it the busy loop holds about one core.
-    measured = busy[1:]
-    assert sum(s.loadgen_cpu_percent for s in measured) / len(measured) > 50
-    assert sum(s.loadgen_cpu_percent_max_single for s in measured) / len(measured) > 50
+    measured = busy[first_index + 1 :]
+    assert measured
+    mean = sum(s.loadgen_cpu_percent for s in measured) / len(measured)
+    assert expected > 5
+    assert mean == pytest.approx(expected, abs=max(25.0, expected * 0.35))
+    assert all(s.loadgen_cpu_percent == s.loadgen_cpu_percent_max_single for s in measured)
     # Two busy processes: the sum counts both, the max only the busiest.
     assert both
-    assert all(s.loadgen_cpu_percent > s.loadgen_cpu_percent_max_single for s in both[1:])
+    assert all(s.loadgen_cpu_percent >= s.loadgen_cpu_percent_max_single for s in both)
+    assert sum(s.loadgen_cpu_percent - s.loadgen_cpu_percent_max_single for s in both[1:]) > 0
     # Both killed: skipped without an error, and sampling went on.
     assert len(samples) > len(busy) + len(both)
     assert samples[-1].loadgen_cpu_percent == 0.0
