@@ -259,8 +259,8 @@ class Subscription:
                 except Refused as exc:
                     if exc.code in FATAL_CODES or exc.status in (401, 403):
                         raise SubscriptionFailed(str(exc)) from exc
-                except (ClientError, SessionEnded, OSError):
-                    pass
+                except (ClientError, SessionEnded, OSError, protocol.ProtocolError):
+                    pass  # a malformed message too: drop the connection and resume
                 if self._closed.is_set():
                     break
                 self.connected.clear()

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from clients.base import FATAL_CODES, Client, ClientError, Refused, Subscription
 from wirewise import protocol
-from wirewise.protocol import Ack, Error, SendMessage, ServerMessage
+from wirewise.protocol import Ack, Error, NewMessage, SendMessage, ServerMessage
 
 
 class Link(Protocol):
@@ -92,7 +92,11 @@ class DuplexClient(Client):
         opened()
         try:
             while True:
-                self._route(sub, live, protocol.decode_server(link.recv_text()))
+                message = protocol.decode_server(link.recv_text())
+                if type(message) is NewMessage:  # most of the traffic: straight to the room
+                    sub.deliver(message)
+                else:
+                    self._route(sub, live, message)
         finally:
             with self._live_lock:
                 self._live[sub.room].remove(live)

@@ -7,7 +7,7 @@ it. httpx/httpcore cannot do that (a POST stalls behind an open stream until the
 chunk, and the sync client hangs under gevent; DESIGN.md, "Library facts"), so this is a thin
 client on the ``h2`` protocol library, in the sans-I/O style of h11 and websockets:
 
-- :class:`SseParser` turns bytes into SSE events (pure);
+- :class:`~clients.eventstream.SseParser` turns bytes into SSE events (pure);
 - :class:`_Cleartext` / :class:`_Tls` turn bytes into bytes (TLS through ``ssl.MemoryBIO``, so
   that the TLS state is touched only under the connection's lock: an ``SSLSocket`` must not be
   read in one thread while another writes it);
@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import h2.config
@@ -47,6 +45,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from clients import idle, reading
 from clients.base import (
     DEFAULT_TIMEOUT,
     Backoff,
@@ -56,6 +55,7 @@ from clients.base import (
     Subscription,
     refused_from_body,
 )
+from clients.eventstream import SseEvent, SseParser
 from wirewise import protocol
 from wirewise.protocol import LoginRequest, ProtocolError, SendMessage
 
@@ -72,76 +72,6 @@ IDLE_TIMEOUT = 45.0
 """Seconds a stream may stay silent (three of the server's 15 s heartbeats) before we drop it."""
 
 _SETTINGS = h2.settings.SettingCodes
-
-
-# -- SSE -----------------------------------------------------------------------------------
-
-
-class SseEvent(NamedTuple):
-    event: str
-    data: str
-    id: str
-
-
-_EOL = re.compile(rb"\r\n?|\n")
-_BOM = b"\xef\xbb\xbf"
-
-
-class SseParser:
-    """Incremental Server-Sent Events parser: feed it bytes, get the complete events back.
-
-    Written here rather than taken from httpx-sse because that one parses an httpx response,
-    and this client has none: it has DATA frames. It follows the WHATWG event-stream rules
-    (lines end with CRLF, CR or LF; ``data:`` lines join with LF; comments and unknown fields
-    are ignored; a blank line dispatches) and, like every wirewise client, drops events whose
-    data is empty (keep-alives; DESIGN.md's note on httpx-sse).
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._after_cr = False  # the last chunk ended in CR: a leading LF belongs to it
-        self._started = False
-        self._data: list[str] = []
-        self._event = ""
-        self.last_event_id = ""
-
-    def feed(self, chunk: bytes) -> list[SseEvent]:
-        if self._after_cr and chunk[:1] == b"\n":
-            chunk = chunk[1:]
-        self._after_cr = False
-        buffer = self._buffer + chunk
-        if not self._started:  # a UTF-8 byte order mark may open the stream: drop it
-            if len(buffer) < len(_BOM) and _BOM.startswith(buffer):
-                self._buffer = buffer
-                return []
-            self._started = True
-            buffer = buffer.removeprefix(_BOM)
-        events: list[SseEvent] = []
-        start = 0
-        for eol in _EOL.finditer(buffer):
-            event = self._line(buffer[start : eol.start()].decode("utf-8", "replace"))
-            if event is not None:
-                events.append(event)
-            start = eol.end()
-            if eol.group() == b"\r" and start == len(buffer):
-                self._after_cr = True
-        self._buffer = buffer[start:]
-        return events
-
-    def _line(self, line: str) -> SseEvent | None:
-        if not line:
-            data, self._data = "\n".join(self._data), []
-            event, self._event = self._event or "message", ""
-            return SseEvent(event, data, self.last_event_id) if data else None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self.last_event_id = value
-        return None  # comments (empty name), "retry" and unknown fields
 
 
 # -- bytes in, bytes out: cleartext or TLS ----------------------------------------------------
@@ -241,9 +171,10 @@ class _Stream:
     def put(self, item: int | bytes | ClientError | None) -> None:
         self._items.put(item)
 
-    def _get(self, timeout: float) -> int | bytes | None:
+    def _get(self, timeout: float | None) -> int | bytes | None:
+        """The next item; ``timeout`` None blocks without a timer (see :mod:`clients.idle`)."""
         try:
-            item = self._items.get(timeout=max(timeout, 0.0))
+            item = self._items.get(timeout=None if timeout is None else max(timeout, 0.0))
         except queue.Empty:
             raise ClientError(f"no answer on stream {self.stream_id} in time") from None
         if isinstance(item, ClientError):
@@ -259,7 +190,7 @@ class _Stream:
             raise ClientError(f"stream {self.stream_id} has no response headers")
         return status
 
-    def read(self, timeout: float) -> bytes | None:
+    def read(self, timeout: float | None) -> bytes | None:
         """The next chunk of the body, None at its end."""
         chunk = self._get(timeout)
         if isinstance(chunk, int):
@@ -271,6 +202,10 @@ class _Stream:
         while (chunk := self.read(deadline - time.monotonic())) is not None:
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def expire(self, seconds: float) -> None:
+        """From the idle watch: the stream was silent too long; its reader raises."""
+        self._items.put(ClientError(f"no data on stream {self.stream_id} for {seconds:g} s"))
 
     def close(self) -> None:
         """Cancel the stream (RST_STREAM) unless it ended; wakes a reader blocked on it."""
@@ -292,6 +227,8 @@ class _Connection:
         self.authority = authority
         self.scheme = b"https" if context else b"http"
         self.error: ClientError | None = None
+        self._write_timeout = timeout
+        self._stuck = False
         self._sock = socket.create_connection((host, port), timeout=timeout)
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -301,6 +238,9 @@ class _Connection:
         except BaseException:
             self._sock.close()
             raise
+        # Reads wait without a timer (a timer per read costs CPU; streams time their own
+        # silence with clients.idle); a write stuck for `timeout` is cut off in _flush.
+        self._sock.settimeout(None)
         self.alpn = self._tls.alpn
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -388,11 +328,24 @@ class _Connection:
     def _flush(self) -> None:
         data = self._tls.encrypt(self._h2.data_to_send())
         if data:
+            # Not a socket timeout: the reader blocks on the same socket without one, and
+            # switching it between blocking and timed modes under a reading thread breaks
+            # that read. The idle watch shuts a stuck write down instead.
+            stuck = idle.watch(self._write_timeout, self._write_stuck)
             try:
                 self._sock.sendall(data)
             except OSError as exc:  # a half-written frame leaves the connection unusable
-                self._fail(ClientError(f"write failed: {exc}"))
-                raise ClientError(f"write failed: {exc}") from exc
+                why = f"no progress for {self._write_timeout:g} s" if self._stuck else exc
+                self._fail(ClientError(f"write failed: {why}"))
+                raise ClientError(f"write failed: {why}") from exc
+            finally:
+                idle.unwatch(stuck)
+
+    def _write_stuck(self) -> None:
+        """From the idle watch: a write made no progress in time; end the connection."""
+        self._stuck = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def _send_pending(self) -> None:
         """Send what the peer's flow-control windows allow of the waiting request bodies."""
@@ -429,12 +382,11 @@ class _Connection:
     # -- the reader thread ---------------------------------------------------------------
 
     def _read(self) -> None:
+        recv = reading.reader(self._sock, READ_SIZE)
         try:
             while True:
                 try:
-                    data = self._sock.recv(READ_SIZE)
-                except TimeoutError:
-                    continue  # the socket's timeout bounds writes; reads may idle
+                    data = recv()
                 except OSError:
                     data = b""
                 with self._lock:
@@ -606,18 +558,28 @@ class H2Client(Client):
             if status != 200:
                 raise refused_from_body(stream.body(deadline), status)
             opened()
-            parser = SseParser()
-            while (chunk := stream.read(self.idle_timeout)) is not None:
-                for event in parser.feed(chunk):
-                    try:
-                        message = protocol.decode_server(event.data)
-                    except ProtocolError as exc:
-                        raise ClientError(f"bad event {event.data[:80]!r}: {exc}") from exc
-                    sub.deliver(message)
+            silence = idle.watch(self.idle_timeout, lambda: stream.expire(self.idle_timeout))
+            try:
+                self._read_events(sub, stream, silence)
+            finally:
+                idle.unwatch(silence)
             raise SessionEnded("the server ended the stream")
         finally:
             forget()
             stream.close()
+
+    @staticmethod
+    def _read_events(sub: Subscription, stream: _Stream, silence: idle.Idle) -> None:
+        """Parse the stream's chunks into messages for ``sub`` until the stream ends."""
+        parser = SseParser()
+        while (chunk := stream.read(None)) is not None:  # silence is timed by the watch
+            silence.last = time.monotonic()  # silence.touch(), inlined: once per chunk
+            for event in parser.feed(chunk):
+                try:
+                    message = protocol.decode_server(event.data)
+                except ProtocolError as exc:
+                    raise ClientError(f"bad event {event.data[:80]!r}: {exc}") from exc
+                sub.deliver(message)
 
     def close(self) -> None:
         super().close()  # subscriptions first: their streams are cancelled on the connection

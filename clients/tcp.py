@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
+from clients import reading
 from clients.base import ClientError, SessionEnded, refused_from_body
 from clients.duplex import DuplexClient
 from wirewise import protocol
 from wirewise.protocol import Hello, LoginRequest
 
 MAX_LINE = 1 << 20
+READ_SIZE = 1 << 16
 
 
 class _TcpLink:
+    """One connection: lines out, lines in (split here: the reader reads whole chunks)."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader = sock.makefile("rb")
+        self._recv = reading.reader(sock, READ_SIZE)
+        self._lines: deque[bytes] = deque()
+        self._partial = b""
 
     def send_text(self, text: str) -> None:
         try:
@@ -31,18 +38,25 @@ class _TcpLink:
             raise ClientError(f"socket closed: {exc}") from exc
 
     def recv_text(self) -> str:
+        while not self._lines:
+            try:
+                data = self._recv()
+            except OSError as exc:
+                raise SessionEnded(str(exc)) from exc
+            if not data:
+                raise SessionEnded("the server closed the connection")
+            *lines, self._partial = (self._partial + data).split(b"\n")
+            if len(self._partial) > MAX_LINE:
+                raise SessionEnded(f"a line longer than {MAX_LINE} bytes")
+            self._lines.extend(lines)
         try:
-            line = self.reader.readline(MAX_LINE)
-        except (OSError, ValueError) as exc:
-            raise SessionEnded(str(exc)) from exc
-        if not line.endswith(b"\n"):
-            raise SessionEnded("the server closed the connection")
-        return line[:-1].decode("utf-8")
+            return self._lines.popleft().decode()
+        except UnicodeDecodeError as exc:
+            raise ClientError(f"the server sent invalid UTF-8: {exc}") from None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        self.reader.close()
         self.sock.close()
 
 

@@ -138,7 +138,7 @@ class Recorder:
         self.reset()
 
     def reset(self) -> None:
-        self.window: tuple[float, float] | None = None
+        self.window = None
         self.latency = Histogram()
         self.send_latency = Histogram()
         self.lag = Histogram()
@@ -161,11 +161,21 @@ class Recorder:
         self.delivered_total = 0
         self.started = time.time()
 
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """(start, end) of the measurement, wall-clock seconds; None until it is fixed."""
+        return self._window
+
+    @window.setter
+    def window(self, window: tuple[float, float] | None) -> None:
+        self._window = window
+        self._window_us = None if window is None else (window[0] * 1e6, window[1] * 1e6)
+
     # -- recording (hot path: keep it short) -------------------------------------------
 
     def in_window(self, scheduled_us: int) -> bool:
-        window = self.window
-        return window is not None and window[0] * 1e6 <= scheduled_us < window[1] * 1e6
+        bounds = self._window_us  # in microseconds, computed once when the window is set
+        return bounds is not None and bounds[0] <= scheduled_us < bounds[1]
 
     def delivery(self, room: str, message: NewMessage, received_us: int, step: int | None) -> None:
         sent_at = message.sent_at

@@ -21,12 +21,21 @@ MIN_TAIL_SAMPLES = 10
 
 
 class Histogram:
-    """A latency histogram in microseconds; values past 60 s are clamped and counted."""
+    """A latency histogram in microseconds; values past 60 s are clamped and counted.
 
-    __slots__ = ("clamped", "hdr")
+    :meth:`record` is on every delivery's path, and ``HdrHistogram.record_value`` costs
+    ~1.4 us of Python. So values are counted in a dict first, keyed by the lowest value of
+    their HdrHistogram bucket (values of one bucket are indistinguishable in it), and added
+    in bulk before anything reads the histogram: ``hdr`` and every method below flush.
+    """
+
+    __slots__ = ("_hdr", "_pending", "_shift_bits", "clamped")
 
     def __init__(self) -> None:
-        self.hdr = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        self._hdr = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        assert self._hdr.unit_magnitude == 0, "bucket keys below assume LOWEST_US == 1"
+        self._shift_bits = self._hdr.sub_bucket_half_count_magnitude + 1
+        self._pending: dict[int, int] = {}
         self.clamped = 0
 
     def record(self, micros: int) -> None:
@@ -35,7 +44,20 @@ class Histogram:
         elif micros > HIGHEST_US:
             micros = HIGHEST_US
             self.clamped += 1
-        self.hdr.record_value(micros)
+        shift = micros.bit_length() - self._shift_bits
+        if shift > 0:
+            micros = micros >> shift << shift  # the bucket's lowest value
+        pending = self._pending
+        pending[micros] = pending.get(micros, 0) + 1
+
+    @property
+    def hdr(self) -> HdrHistogram:
+        """The HdrHistogram with every recorded value in it."""
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            for value, count in list(pending.items()):  # a copy: a thread may still add
+                self._hdr.record_value(value, count)
+        return self._hdr
 
     @property
     def count(self) -> int:
