@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -40,6 +41,61 @@ def stats_of(ctx: Context, started: float) -> dict[str, object]:
     return {"uptime_s": round(time.monotonic() - started, 3), **ctx.core.stats()}
 
 
+HELD_ROUTE = re.compile(r"/rooms/([^/]+)/(stream|ws|events)")
+"""The routes whose requests are held open: SSE streams, WebSockets, (long) polls."""
+
+
+class HeldFirst:
+    """Streams, sockets and polls go straight to their endpoint; everything else to Starlette.
+
+    A request held open keeps every coroutine frame of the stack it was called through:
+    Starlette's error and exception middleware, its router, the route and the request/response
+    wrapper are ~3.4 KiB per open stream (measured with tracemalloc), for code that matters
+    only when an endpoint raises, which these do not (they answer their errors themselves).
+    Methods other than GET, and every other path, go through Starlette as before (HEAD, 405,
+    404, CORS preflight).
+    """
+
+    def __init__(self, ctx: Context, app: ASGIApp) -> None:
+        self.ctx = ctx
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        held = _held(scope)
+        if held == "ws":
+            await ws_endpoint(self.ctx, scope, receive, send)
+        elif held == "stream":
+            await stream_endpoint(self.ctx, scope, receive, send)
+        elif held == "events":
+            request = Request(scope, receive, send)
+            response = await events_endpoint(self.ctx, request)
+            await response(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _held(scope: Scope) -> str | None:
+    """Which held route ``scope`` asks for (setting its ``path_params``), or None."""
+    kind = scope["type"]
+    if kind == "http" and scope["method"] != "GET":
+        return None
+    match = HELD_ROUTE.fullmatch(scope["path"]) if kind in ("http", "websocket") else None
+    if match is None:
+        return None
+    room, what = match.groups()
+    if (what == "ws") != (kind == "websocket"):
+        return None
+    scope["path_params"] = {"room": room}
+    return what
+
+
+async def events_endpoint(ctx: Context, request: Request) -> Response:
+    """``GET /rooms/{room}/events``: a long poll with ``wait``, a short poll without."""
+    if "wait" in request.query_params:
+        return await longpoll_endpoint(ctx, request)
+    return await poll_endpoint(ctx, request)
+
+
 class _Raw:
     """A bare ASGI endpoint bound to the context (streams and sockets skip Request/Response)."""
 
@@ -53,14 +109,9 @@ class _Raw:
         await self.handler(self.ctx, scope, receive, send)
 
 
-def build_app(ctx: Context | None = None) -> Starlette:
+def build_app(ctx: Context | None = None) -> ASGIApp:
     ctx = ctx or make_context()
     started = time.monotonic()
-
-    async def events(request: Request) -> Response:
-        if "wait" in request.query_params:
-            return await longpoll_endpoint(ctx, request)
-        return await poll_endpoint(ctx, request)
 
     async def healthz(request: Request) -> Response:
         return json_response({"ok": True})
@@ -71,24 +122,26 @@ def build_app(ctx: Context | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.ensure_future(sweep_forever(ctx.core))
+        heartbeats = asyncio.ensure_future(ctx.heartbeats.run())
         try:
             yield
         finally:
             sweeper.cancel()
+            heartbeats.cancel()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/login", partial(login_endpoint, ctx), methods=["GET", "POST"]),
         Route("/rooms/{room}/messages", partial(send_endpoint, ctx), methods=["POST"]),
-        Route("/rooms/{room}/events", events, methods=["GET"]),
+        Route("/rooms/{room}/events", partial(events_endpoint, ctx), methods=["GET"]),
         Route("/rooms/{room}/stream", _Raw(ctx, stream_endpoint), methods=["GET"]),
         WebSocketRoute("/rooms/{room}/ws", _Raw(ctx, ws_endpoint)),
         Route("/{path:path}", partial(preflight_endpoint, ctx), methods=["OPTIONS"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx
-    return app
+    return HeldFirst(ctx, app)
 
 
 async def sweep_forever(core: ChatCore, interval: float = SWEEP_INTERVAL) -> None:

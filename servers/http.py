@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from servers.aio import Ticker
 from servers.auth import Tokens
 from servers.config import Settings
 from servers.core import ChatCore
@@ -44,12 +45,15 @@ STATUS = {
 
 
 class Context:
-    """What an endpoint needs: the core, the settings and the token signer."""
+    """What an endpoint needs: the core, the settings, the token signer, the heartbeat ticker."""
 
     def __init__(self, core: ChatCore, tokens: Tokens) -> None:
         self.core = core
         self.settings: Settings = core.settings
         self.tokens = tokens
+        # Ticks every SSE stream each half heartbeat (servers.sse.Stream.tick); run by the
+        # application's lifespan.
+        self.heartbeats = Ticker(core.settings.heartbeat / 2)
 
 
 def json_response(
