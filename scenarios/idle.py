@@ -45,6 +45,7 @@ class Idler(ChatUser):
     scenario = SCENARIO
     sends = False
     weight = 1
+    connect_wait = 120.0  # a ramp queues connections; the stall check below ends a real stall
 
     def pick_room(self) -> str:
         return f"{SCENARIO}-{self.number % room_count()}"
@@ -86,7 +87,7 @@ def control_loop() -> None:
     environment = ENV.environment
     assert environment is not None and environment.runner is not None
     opts = options(environment)
-    spawn_rate = max(100.0, opts.step_users)
+    spawn_rate = opts.ramp_rate
     for step in range(opts.steps):
         target = opts.step_users * (step + 1)
         environment.runner.start(target + 1, spawn_rate)

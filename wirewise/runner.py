@@ -100,14 +100,14 @@ class Plan:
 QUICK = {
     "chat": {"users": 20, "rate": 4.0, "measure": 2.0},
     "broadcast": {"users": 51, "rate": 20.0, "measure": 2.0},
-    "idle": {"step_users": 100, "steps": 3, "step_seconds": 1.0},
+    "idle": {"step_users": 100, "steps": 3, "step_seconds": 1.0, "ramp_rate": 150.0},
     "saturate": {"users": 20, "rate": 5.0, "steps": 4, "step_seconds": 2.0},
     "game": {"users": 8, "rate": 20.0, "measure": 3.0},
 }
 FULL = {
     "chat": {"users": 200, "rate": 1.0, "measure": 20.0},
     "broadcast": {"users": 501, "rate": 40.0, "measure": 20.0},
-    "idle": {"step_users": 3000, "steps": 5, "step_seconds": 5.0},
+    "idle": {"step_users": 3000, "steps": 5, "step_seconds": 5.0, "ramp_rate": 150.0},
     "saturate": {"users": 100, "rate": 1.0, "steps": 12, "step_seconds": 6.0},
     "game": {"users": 40, "rate": 20.0, "measure": 20.0},
 }
@@ -172,7 +172,8 @@ def locust_argv(
 def expected_seconds(scenario: str, params: dict[str, Any]) -> float:
     """A run's expected length, for the progress bar and the safety cap."""
     if scenario == "idle":
-        return params["steps"] * (params["step_seconds"] + 2.0) + 2.0
+        ramp = params["steps"] * params["step_users"] / params.get("ramp_rate", 150.0)
+        return params["steps"] * (params["step_seconds"] + 2.0) + ramp + 2.0
     if scenario == "saturate":
         return params["steps"] * params["step_seconds"] + params["warmup"] + 3.0
     return params["warmup"] + params["measure"] + params["drain"] + 2.5
