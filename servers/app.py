@@ -17,16 +17,25 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servers.auth import Tokens
 from servers.config import Settings
 from servers.core import ChatCore
-from servers.http import Context, json_response, login_endpoint, preflight_endpoint, send_endpoint
+from servers.http import (
+    Context,
+    Disconnected,
+    json_response,
+    login_endpoint,
+    preflight_endpoint,
+    read_body,
+    send_endpoint,
+)
 from servers.longpoll import longpoll_endpoint
 from servers.poll import poll_endpoint
 from servers.sse import stream_endpoint
 from servers.ws import ws_endpoint
+from wirewise.protocol import ProtocolError
 
 SWEEP_INTERVAL = 1.0
 """Seconds between presence sweeps (polling users who stopped polling leave)."""
@@ -53,7 +62,7 @@ class HeldFirst:
     wrapper are ~3.4 KiB per open stream (measured with tracemalloc), for code that matters
     only when an endpoint raises, which these do not (they answer their errors themselves).
     Methods other than GET, and every other path, go through Starlette as before (HEAD, 405,
-    404, CORS preflight).
+    404); CORS preflights (OPTIONS, any path) go to their endpoint here.
     """
 
     def __init__(self, ctx: Context, app: ASGIApp) -> None:
@@ -70,8 +79,47 @@ class HeldFirst:
             request = Request(scope, receive, send)
             response = await events_endpoint(self.ctx, request)
             await response(scope, receive, send)
-        else:
+        elif scope["type"] != "http":
             await self.app(scope, receive, send)
+        else:
+            if not _reads_body(scope):
+                receive = await drained(receive, self.ctx.settings.max_body)
+            if scope["method"] == "OPTIONS":
+                # CORS preflight for any path, ahead of the router: as a catch-all route it
+                # made every unknown path answer 405 instead of 404.
+                response = await preflight_endpoint(self.ctx, Request(scope, receive, send))
+                await response(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+
+
+BODY_ROUTE = re.compile(r"/login|/rooms/[^/]+/messages")
+"""The routes whose endpoints read a request body (POST)."""
+
+
+def _reads_body(scope: Scope) -> bool:
+    return scope["method"] == "POST" and BODY_ROUTE.fullmatch(scope["path"]) is not None
+
+
+async def drained(receive: Receive, cap: int) -> Receive:
+    """Read and drop the body of a request no endpoint reads (404, 405, preflight, healthz).
+
+    Starlette answers those without reading the body, and hypercorn's HTTP/2 then kills the
+    whole connection, every stream on it, when the body's DATA frames arrive (DESIGN.md):
+    one stray POST would end a client's SSE stream multiplexed beside it.
+    """
+    with contextlib.suppress(ProtocolError, Disconnected):
+        await read_body(receive, cap)
+    replayed = False
+
+    async def empty_body() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return empty_body
 
 
 def _held(scope: Scope) -> str | None:
@@ -137,7 +185,6 @@ def build_app(ctx: Context | None = None) -> ASGIApp:
         Route("/rooms/{room}/events", partial(events_endpoint, ctx), methods=["GET"]),
         Route("/rooms/{room}/stream", _Raw(ctx, stream_endpoint), methods=["GET"]),
         WebSocketRoute("/rooms/{room}/ws", _Raw(ctx, ws_endpoint)),
-        Route("/{path:path}", partial(preflight_endpoint, ctx), methods=["OPTIONS"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx
