@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from hypercorn.config import Config
 
 from servers.config import Settings
+from servers.limits import h2_idle_deadline
 
 MAX_STREAMS = 1000
 """Concurrent streams per connection (hypercorn's default is 100)."""
@@ -76,6 +77,7 @@ def self_signed(directory: Path | None = None, host: str = "localhost") -> tuple
 def hypercorn_config(
     fd: int, settings: Settings, certfile: Path | None = None, keyfile: Path | None = None
 ) -> Config:
+    h2_idle_deadline()  # hypercorn holds a stream-less h2c connection forever otherwise
     config = Config()
     config.bind = [f"fd://{fd}"]
     config.certfile = str(certfile) if certfile else None
