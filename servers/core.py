@@ -359,6 +359,11 @@ class ChatCore:
             self._publish(room, lambda i: UserJoined(id=i, room=room, user=user))
         return sub
 
+    def admissible(self, user: str) -> None:
+        """``too_many_connections`` when :meth:`subscribe` would refuse ``user`` right now
+        (lets a server refuse a WebSocket upgrade before accepting it)."""
+        self._admit(user)
+
     def waiter(self, user: str, room: str) -> Subscription:
         """A held long poll: told of the room's next event, not a member itself."""
         return self.subscribe(user, room, None, "longpoll", member=False)

@@ -116,6 +116,7 @@ class LeanServer:
             user = authenticate(self.ctx, scope)
             room = room_of(scope)
             after = cursor_of(scope)
+            self.ctx.core.admissible(user)  # refused with 503 before the upgrade, as on uvicorn
             connection.wirewise = (user, room, after)  # type: ignore[attr-defined]
         except ProtocolError as exc:
             return _json(connection, STATUS[exc.code], protocol.encode(exc.to_message()), cors)
