@@ -166,3 +166,31 @@ def test_memory_fit_uses_the_plateaus() -> None:
     assert memory["r2"] == pytest.approx(1.0)
     assert memory["kernel_bytes"] == (4096 + 3000) // 2
     assert len(memory["points"]) == 3 and not warnings
+
+
+@pytest.mark.timeout(120)
+def test_faults_run_kills_restarts_and_accounts_for_every_delivery(tmp_path: Path) -> None:
+    """`faults` on sse (~18 s): SIGKILL and restart mid-run, a slow consumer, the ledger."""
+    argv = ["bench", "--scenario", "faults", "--quick", "--users", "20", "--duration", "4"]
+    assert main([*argv, "--transport", "sse", "--out", str(tmp_path)]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = read_summary(run)
+    results = {r["transport"]: r for r in summary["results"]}
+    assert set(results) == {"sse"}
+    for name, result in results.items():
+        faults = result["faults"]
+        deliveries = result["deliveries"]
+        assert faults["killed"] and 0 < faults["outage_s"] < 15, name
+        assert faults["all_back"] and faults["reconnect_ms"]["count"] == faults["clients"] > 0, name
+        reconnect = faults["reconnect_ms"]
+        assert 0 <= reconnect["p50"] <= reconnect["p99"] <= reconnect["max"] < 15_000, name
+        # The one silent loss this can meet is the known stale-cursor hole (test_faults.py).
+        assert faults["lost_silently"] == faults["lost_silently_stale_cursor"], name
+        assert faults["lost_with_resume"] == deliveries["lost"], name
+        assert faults["lost_signalled"] + faults["lost_silently"] == deliveries["lost"], name
+        assert deliveries["delivered"] + deliveries["lost"] == deliveries["expected"] > 0, name
+        assert faults["lost_without_resume"] >= faults["lost_with_resume"], name
+        assert faults["gaps_signalled"] > 0, "clients heard of the restart"
+        assert faults["server_rss_peak_bytes"] > 10 * 2**20, name
+    assert results["sse"]["faults"]["slow_consumer_disconnects"] >= 1
+    assert (run / "faults-sse" / "server-restarted.log").exists()

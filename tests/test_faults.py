@@ -315,7 +315,9 @@ def reconnect_storm(server: Restartable, name: str, count: int, timeout: float) 
 
         return record
 
-    clients = [make_client(name, server.url, token=token) for _ in range(count)]
+    # Polls at the default interval: 1,000 clients polling 20 times a second is a flood.
+    kwargs = {"interval": 1.0} if name == "poll" else {}
+    clients = [make_client(name, server.url, token=token, **kwargs) for _ in range(count)]
     try:
         subs = [
             c.subscribe("storm", after=0, on_message=on_message(i)) for i, c in enumerate(clients)
@@ -373,3 +375,36 @@ def test_reconnect_storm_of_1000_clients_after_kill9(name: str) -> None:
         server.stop_all()
     print(storm.line(name))
     assert storm.back == 1000, storm.line(name)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PROTOCOL hole: a restarted process numbers events from 1 again, so a cursor from the"
+    " old process that the new ids have already passed resumes without a gap (silent loss)."
+    " Proposed: ids that never repeat across restarts (e.g. a per-boot base).",
+)
+@pytest.mark.parametrize("name", ["sse"])
+def test_a_cursor_from_before_the_restart_is_never_taken_for_a_new_one(
+    backend: Callable[..., Restartable], name: str
+) -> None:
+    server = backend(name)
+    client = make_client(name, server.url)
+    try:
+        client.login("reader")
+        sub = client.subscribe("room", after=0)
+        send_all(name, server.url, "room", ["one", "two", "three"])
+        receive_until(sub, lambda seen: len(texts(seen)) >= 3)
+        cursor = sub.last_id
+        assert cursor is not None
+        sub.close()  # the reader is away (a phone in a tunnel) while the server restarts
+        server.kill()
+        server.restart()
+        sent = send_all(name, server.url, "room", [f"new-{i}" for i in range(cursor + 3)])
+        assert max(sent) > cursor  # the new process has passed the old cursor
+        back = client.subscribe("room", after=cursor)
+        seen = receive_until(back, lambda seen: any(isinstance(m, Gap) for m in seen), 3)
+        assert any(isinstance(m, Gap) for m in seen), (
+            f"resumed after={cursor} on the new process with no gap: new-0.. were skipped"
+        )
+    finally:
+        client.close()

@@ -137,6 +137,24 @@ def collect_metadata(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+FAULTS_KEYS = (
+    "killed",
+    "outage_s",
+    "clients",
+    "reconnect_ms",
+    "all_back",
+    "lost_with_resume",
+    "lost_signalled",
+    "lost_silently",
+    "lost_without_resume",
+    "delivered_by_resume",
+    "gaps_signalled",
+    "slow_consumer_disconnects",
+    "server_rss_peak_bytes",
+)
+"""What a ``faults`` result adds (a failed run, which measured nothing, has none of it)."""
+
+
 def validate(summary: dict[str, Any]) -> None:
     """Raise :class:`SchemaError` unless ``summary`` is a version-1 results file."""
     version = summary.get("schema_version")
@@ -156,6 +174,10 @@ def validate(summary: dict[str, Any]) -> None:
         for key in ("latency_ms", "send_latency_ms"):
             if set(LATENCY_KEYS) - set(result[key]):
                 raise SchemaError(f"result {i} {key} lacks some of {', '.join(LATENCY_KEYS)}")
+        if result.get("scenario") == "faults" and "faults" in result:
+            absent = [k for k in FAULTS_KEYS if k not in result["faults"]]
+            if absent:
+                raise SchemaError(f"result {i} faults lacks {', '.join(absent)}")
 
 
 def write_summary(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import re
 import resource
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from wirewise.metrics import Deliveries, Histogram, too_few_samples
@@ -33,7 +35,7 @@ from wirewise.sampler import ByteCounter, Sample, Sampler, fit_line
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS_DIR = ROOT / "scenarios"
-SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game")
+SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game", "faults")
 QUICK_SCENARIOS = ("chat", "broadcast", "idle")
 URL = re.compile(r"serving (\S+) on (\S+) \((\S+), pid (\d+)\)")
 GENERATOR_SATURATED = 80.0
@@ -103,6 +105,7 @@ QUICK = {
     "idle": {"step_users": 100, "steps": 3, "step_seconds": 1.0, "ramp_rate": 150.0},
     "saturate": {"users": 20, "rate": 5.0, "steps": 4, "step_seconds": 2.0},
     "game": {"users": 8, "rate": 20.0, "measure": 3.0},
+    "faults": {"users": 40, "rate": 2.0, "measure": 6.0},
 }
 FULL = {
     "chat": {"users": 200, "rate": 1.0, "measure": 20.0},
@@ -110,7 +113,12 @@ FULL = {
     "idle": {"step_users": 3000, "steps": 5, "step_seconds": 5.0, "ramp_rate": 150.0},
     "saturate": {"users": 100, "rate": 1.0, "steps": 12, "step_seconds": 6.0},
     "game": {"users": 40, "rate": 20.0, "measure": 20.0},
+    "faults": {"users": 1000, "rate": 0.2, "measure": 20.0},
 }
+FAULT_SETTINGS = ("--secret", "wirewise-faults", "--set", "queue=50", "--set", "max_text=32000")
+"""faults: tokens must outlive the killed process; a short queue lets one flood overflow it."""
+NO_FAULTS = ("tcp",)
+"""The raw-TCP floor is calibration, not a transport a client chooses: no faults run."""
 
 
 def scenario_parameters(plan: Plan, scenario: str, backend: Backend) -> dict[str, Any]:
@@ -236,7 +244,13 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int | No
     return proc.returncode
 
 
-def start_server(backend: Backend, log: Path, poll_interval: float) -> Server:
+def start_server(
+    backend: Backend,
+    log: Path,
+    poll_interval: float,
+    extra: tuple[str, ...] = (),
+    port: int = 0,
+) -> Server:
     server_cores, _ = cores()
     argv = [
         sys.executable,
@@ -245,8 +259,9 @@ def start_server(backend: Backend, log: Path, poll_interval: float) -> Server:
         "serve",
         backend.transport,
         "--port",
-        "0",
+        str(port),
         *SERVER_SETTINGS,
+        *extra,
     ]
     if backend.server != "asyncio":
         argv += ["--server", backend.server]
@@ -332,7 +347,15 @@ def run_one(
     files = RunFiles(run_dir / f"{scenario}-{backend.label.replace('@', '-')}")
     files.directory.mkdir(parents=True, exist_ok=True)
     params = scenario_parameters(plan, scenario, backend)
-    server = shared or start_server(backend, files.directory / "server.log", plan.poll_interval)
+    if scenario == "faults":
+        shared = None  # this run kills its server
+    server = shared or start_server(
+        backend,
+        files.directory / "server.log",
+        plan.poll_interval,
+        FAULT_SETTINGS if scenario == "faults" else (),
+    )
+    faults = Faults(server, files.directory, plan.poll_interval) if scenario == "faults" else None
     _, loadgen_cores = cores()
     locust: subprocess.Popen[bytes] | None = None
     sampler = Sampler(
@@ -364,16 +387,23 @@ def run_one(
                 ):  # ss over 15,000 sockets costs a core
                     counter.poll()
                     traffic.append((time.time(), *counter.totals()))
+                if faults is not None:
+                    faults.poll(sampler)
                 tick(f"{scenario} / {backend.label}")
                 time.sleep(0.25)
             timed_out = locust.poll() is None
             stop_process(locust)
     finally:
         sampler.stop()
+        if faults is not None:
+            server = faults.server
+            faults.stats_after = server_stats(server)
         server_status = server.stop() if shared is None else server.proc.poll()
     write_jsonl(files.samples, (asdict(s) for s in sampler.samples))
     write_jsonl(files.traffic, ({"t": t, "down": d, "up": u} for t, d, u in traffic))
     raw = json.loads(files.scenario_json.read_text()) if files.scenario_json.exists() else None
+    if faults is not None and raw is not None:
+        raw["injected"] = faults.report()
     result = summarize(
         scenario,
         backend,
@@ -390,6 +420,82 @@ def run_one(
             "one server process for every scenario of this backend (--quick)"
         )
     return result
+
+
+def server_stats(server: Server) -> dict[str, Any] | None:
+    """The server's ``/stats`` (its own count of slow-consumer disconnects), or None."""
+    kwargs: dict[str, Any] = (
+        {"http1": False, "http2": True} if server.backend.transport == "h2" else {}
+    )
+    try:
+        with httpx.Client(**kwargs, verify=False, trust_env=False) as client:
+            return client.get(f"{server.url}/stats", timeout=5).json()  # type: ignore[no-any-return]
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+@dataclass
+class Faults:
+    """faults: SIGKILL the server when the scenario's plan says, and start it on its port again.
+
+    The scenario writes ``faults-plan.json`` (its window and ``kill_at``) once spawning is
+    done; we answer with ``faults-restart.json`` (``killed_at``, ``listening_at``, wall clock)
+    so that it can time each client's way back. The sampler follows the new process.
+    """
+
+    server: Server
+    directory: Path
+    poll_interval: float
+    restart: dict[str, float] | None = None
+    stats_before: dict[str, Any] | None = None
+    stats_after: dict[str, Any] | None = None
+    killed_status: int | None = None
+    error: str | None = None
+
+    def poll(self, sampler: Sampler) -> None:
+        if self.restart is not None or self.error is not None:
+            return
+        try:
+            kill_at = json.loads((self.directory / "faults-plan.json").read_text())["kill_at"]
+        except (OSError, ValueError, KeyError):
+            return  # not written yet (or being written)
+        if time.time() < kill_at:
+            return
+        self.stats_before = server_stats(self.server)
+        old = self.server
+        killed_at = time.time()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old.proc.pid, signal.SIGKILL)
+        self.killed_status = old.stop()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.server = start_server(
+                    old.backend,
+                    self.directory / "server-restarted.log",
+                    self.poll_interval,
+                    FAULT_SETTINGS,
+                    port=old.port,
+                )
+                break
+            except RuntimeError as exc:  # the port not free yet
+                if time.monotonic() > deadline:
+                    self.error = f"the server did not start again on port {old.port}: {exc}"
+                    return
+                time.sleep(0.1)
+        listening_at = time.time()
+        sampler.server_pid = self.server.proc.pid
+        sampler._server = psutil.Process(self.server.proc.pid)  # the sampler follows it
+        self.restart = {"killed_at": killed_at, "listening_at": listening_at}
+        (self.directory / "faults-restart.json").write_text(json.dumps(self.restart))
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "restart": self.restart,
+            "error": self.error,
+            "stats_before_kill": self.stats_before,
+            "stats_at_end": self.stats_after,
+        }
 
 
 def byte_counter(port: int) -> ByteCounter | None:
@@ -629,6 +735,8 @@ def summarize(
         return result
     if scenario == "saturate":
         return summarize_saturate(result, raw, samples, traffic)
+    if scenario == "faults":
+        return summarize_faults(result, raw, samples)
     latency = Histogram.decode(raw["latency"])
     result["latency_ms"] = latency.summary_ms()
     result["send_latency_ms"] = Histogram.decode(raw["send_latency"]).summary_ms()
@@ -650,6 +758,107 @@ def summarize(
         else:
             warnings.append("bytes per message not measured: `ss` (iproute2) is not installed")
     warnings.extend(accounting_warnings(raw, latency))
+    return result
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float | int | None]:
+    """p50/p99/max of a short list (nearest rank), and the count."""
+    if not values:
+        return {"p50": None, "p99": None, "max": None, "count": 0}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    return {"p50": rank(0.5), "p99": rank(0.99), "max": ordered[-1], "count": len(ordered)}
+
+
+def summarize_faults(
+    result: dict[str, Any], raw: dict[str, Any], samples: list[Sample]
+) -> dict[str, Any]:
+    """Reconnects after the kill, deliveries checked one by one, slow consumers, RSS peak.
+
+    Server CPU and bytes per message stay null: the kill splits them over two processes.
+    """
+    warnings = result["warnings"]
+    ledger = raw.get("faults") or {}
+    injected = raw.get("injected") or {}
+    restart = injected.get("restart")
+    result["latency_ms"] = Histogram.decode(raw["latency"]).summary_ms()
+    result["send_latency_ms"] = Histogram.decode(raw["send_latency"]).summary_ms()
+    result["messages_sent"] = raw["sent"]
+    lost_signalled = ledger.get("lost_signalled", 0)
+    lost_silently = ledger.get("lost_silently", 0)
+    result["deliveries"] = {
+        "expected": ledger.get("expected", 0),
+        "delivered": ledger.get("delivered", 0),
+        "lost": lost_signalled + lost_silently,
+        "duplicated": ledger.get("duplicated", 0),
+    }
+    window = raw["window"]
+    if window["end"] > window["start"] and ledger.get("delivered"):
+        result["throughput_msgs_per_s"] = round(
+            ledger["delivered"] / (window["end"] - window["start"]), 1
+        )
+    reconnects = ledger.get("reconnect_ms", [])
+    receivers = ledger.get("receivers", 0)
+
+    def server_count(stats: dict[str, Any] | None) -> int:
+        return int((stats or {}).get("slow_consumer_disconnects", 0))
+
+    rss = [s.server_rss for s in samples if s.server_rss is not None]
+    result["faults"] = {
+        "killed": restart is not None,
+        "outage_s": round(restart["listening_at"] - restart["killed_at"], 3) if restart else None,
+        "clients": receivers,
+        "reconnect_ms": percentiles_ms(reconnects),
+        "all_back": bool(restart) and 0 < receivers == len(reconnects),
+        "lost_with_resume": lost_signalled + lost_silently,
+        "lost_signalled": lost_signalled,
+        "lost_silently": lost_silently,
+        "lost_silently_stale_cursor": ledger.get("lost_silently_stale_cursor", 0),
+        "lost_without_resume": ledger.get("delivered_by_resume", 0)
+        + lost_signalled
+        + lost_silently,
+        "delivered_by_resume": ledger.get("delivered_by_resume", 0),
+        "gaps_signalled": ledger.get("gaps", 0),
+        "slow_consumer_disconnects": server_count(injected.get("stats_before_kill"))
+        + server_count(injected.get("stats_at_end")),
+        "slow_consumer_errors_seen": ledger.get("slow_consumer_errors", 0),
+        "slow_reader_reconnects": ledger.get("slow_reader_reconnects"),
+        "server_rss_peak_bytes": max(rss) if rss else None,
+    }
+    faults = result["faults"]
+    if injected.get("error"):
+        warnings.append(injected["error"])
+    if not restart:
+        warnings.append("the server was not killed: no reconnect was measured")
+    elif not faults["all_back"]:
+        warnings.append(f"only {len(reconnects)} of {receivers} clients came back after the kill")
+    if lost_silently:
+        stale = ledger.get("lost_silently_stale_cursor", 0)
+        warnings.append(
+            f"{lost_silently} deliveries were lost without a gap (silent loss); {stale} of them"
+            " were stored by the new process under ids a cursor from the old one had passed"
+        )
+    if result["deliveries"]["duplicated"]:
+        warnings.append(
+            f"{result['deliveries']['duplicated']} deliveries arrived twice (a send retried"
+            " across the kill was stored by both processes)"
+        )
+    if result["transport"] in ("poll", "longpoll"):
+        faults["slow_consumer_disconnects"] = None  # no live queue: a poll takes what it asks
+    elif not faults["slow_consumer_disconnects"]:
+        warnings.append(
+            "the stalled reader was not cut off as a slow consumer"
+            + (
+                " (the HTTP/2 client acknowledges data as it arrives)"
+                if result["transport"] == "h2"
+                else ""
+            )
+        )
+    if raw.get("send_failed"):
+        warnings.append(f"{raw['send_failed']} sends failed")
     return result
 
 
@@ -773,7 +982,12 @@ def run_id(now: dt.datetime | None = None) -> str:
 
 
 def plan_runs(plan: Plan) -> list[tuple[str, Backend]]:
-    return [(scenario, backend) for scenario in plan.scenarios for backend in plan.backends]
+    return [
+        (scenario, backend)
+        for scenario in plan.scenarios
+        for backend in plan.backends
+        if not (scenario == "faults" and backend.transport in NO_FAULTS)
+    ]
 
 
 def run_bench(
@@ -792,6 +1006,7 @@ def run_bench(
     metadata["cores_used"] = {"server": sorted(cores()[0]), "load_generator": sorted(cores()[1])}
     metadata["fd_limit"] = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     results: list[dict[str, Any]] = []
+    runs = set(plan_runs(plan))
     done = 0
     for backend in plan.backends:
         # --quick keeps one server per backend for its scenarios (startup is most of a quick
@@ -807,6 +1022,8 @@ def run_bench(
         )
         try:
             for scenario in plan.scenarios:
+                if (scenario, backend) not in runs:
+                    continue
                 label = f"{scenario} / {backend.label}"
                 if progress:
                     progress(label, done)

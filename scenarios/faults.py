@@ -1,0 +1,343 @@
+"""faults: a chat crowd (rooms of ``--room-size``, default 10, everyone sending at ``--rate``,
+default 1/s) while things go wrong, on a fixed timeline inside the measurement window:
+
+- at 5 % one reader (``SlowReader``, room ``faults-slow``) stops reading and a ``Flooder``
+  sends it ``--slow-messages`` messages of ``--slow-bytes`` characters, until 40 %: the server
+  must cut it off as a ``slow_consumer``; at 45 % it reads again and resumes with ``after=``;
+- at ``--kill-at`` (default 60 %) the *runner* kills the server with SIGKILL and starts it
+  again on the same port (this file only says when, in ``faults-plan.json`` beside
+  ``--wirewise-out``; the runner answers with the times in ``faults-restart.json``).
+
+Every message carries ``<sender>:<seq>:`` so that each receiver's deliveries can be checked
+one by one against the acknowledged sends of its room. A missing delivery is *signalled* when
+the message was stored by the killed process and the receiver got a ``gap`` whose cursor lies
+before it; any other missing delivery is *silent* (the protocol says there must be none; see
+``lost_silently_stale_cursor`` for the kind this run can find).
+A receiver is back after the kill at the first message of a session it reopened (a push
+client hears its own ``user_joined``, a poller joins on its first poll); that time minus
+when the new process listened is its reconnect time. Messages a receiver got in a session it reopened, stored before that session began, are the
+ones that a client without resume would have lost (``delivered_by_resume``).
+
+    wirewise bench --scenario faults --transport sse      # the runner does the killing
+
+Run by hand (``locust -f scenarios/faults.py ...``) nothing is killed: the accounting then
+covers the slow consumer only. One Locust process: the accounting is not merged across workers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from locust import events
+
+from clients import ClientError
+from scenarios._common import (
+    ENV,
+    RECORDER,
+    ChatUser,
+    is_worker,
+    open_window,
+    options,
+    write_out,
+)
+from wirewise.protocol import Error, Gap, NewMessage, ServerMessage
+
+SCENARIO = "faults"
+SLOW_ROOM = f"{SCENARIO}-slow"
+STALL_FROM, FLOOD_UNTIL, STALL_UNTIL = 0.05, 0.40, 0.45
+"""Fractions of the window: the slow reader stalls, the flooder stops, the reader reads again."""
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--kill-at", type=float, default=0.6, help="faults: window fraction")
+    parser.add_argument("--slow-bytes", type=int, default=32000, help="faults: flood size")
+    parser.add_argument("--slow-messages", type=int, default=600, help="faults: flood count")
+    parser.add_argument(
+        "--back-within", type=float, default=20.0, help="faults: seconds to wait for reconnects"
+    )
+
+
+class Ledger:
+    """Acknowledged sends per room and what each receiver got (one Locust process)."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, list[tuple[str, int, float, bool]]] = {}
+        """room -> (key, id, acked at, counted: scheduled inside the window or a flood)."""
+        self.receivers: list[Receiver] = []
+        self.stall = Event()
+        self.stall.set()  # set: reading; cleared while the slow reader stalls
+
+    def ack(self, room: str, key: str, msg_id: int, counted: bool) -> None:
+        self.acked.setdefault(room, []).append((key, msg_id, time.time(), counted))
+
+
+LEDGER = Ledger()
+
+
+class Receiver:
+    """One subscription's view: keys received, gaps, and deliveries made by a resume."""
+
+    def __init__(self, user: FaultUser) -> None:
+        self.user = user
+        self.got: Counter[str] = Counter()
+        self.gaps: list[tuple[float, int]] = []
+        self.by_resume = 0
+        self.slow_consumer = 0
+        self.session = 0
+        self.session_started_us = time.time_ns() // 1000
+        self.sessions: list[float] = []
+        """Wall-clock time of the first message of each reopened session."""
+
+    @property
+    def room(self) -> str:
+        return self.user.room
+
+    def record(self, message: ServerMessage) -> None:
+        sub = getattr(self.user, "sub", None)
+        now_us = time.time_ns() // 1000
+        if sub is not None and sub.reconnects != self.session:
+            self.session, self.session_started_us = sub.reconnects, now_us
+            self.sessions.append(now_us / 1e6)
+        if isinstance(message, NewMessage):
+            key = message.text.split(":", 2)
+            if len(key) == 3:
+                self.got[f"{key[0]}:{key[1]}"] += 1
+            if self.session and message.ts < self.session_started_us:
+                self.by_resume += 1
+        elif isinstance(message, Gap):
+            self.gaps.append((now_us / 1e6, message.requested_after))
+        elif isinstance(message, Error) and message.code == "slow_consumer":
+            self.slow_consumer += 1
+
+
+class FaultUser(ChatUser):
+    abstract = True
+    scenario = SCENARIO
+
+    def on_start(self) -> None:
+        self.receiver = Receiver(self)
+        self.sequence = 0
+        super().on_start()
+        if self.receives:
+            LEDGER.receivers.append(self.receiver)
+
+    def on_message(self, message: ServerMessage) -> None:
+        self.receiver.record(message)
+        super().on_message(message)
+
+    def send_one(self, scheduled: float) -> None:
+        """ChatUser's send, with a key in the text and the acknowledged id kept."""
+        scheduled_us = int(scheduled * 1_000_000)
+        began = time.time()
+        self.sequence += 1
+        key = f"{self.name}:{self.sequence}"
+        text = f"{key}:{self.text}"[: max(len(self.text), len(key) + 1)]
+        try:
+            msg_id = self.client.send(self.room, text, sent_at=scheduled_us)
+        except ClientError as exc:
+            RECORDER.send_failed += 1
+            self.fire(time.time() - began, exc)
+            return
+        took = time.time() - began
+        counted = RECORDER.in_window(scheduled_us) or self.room == SLOW_ROOM
+        LEDGER.ack(self.room, key, msg_id, counted)
+        if self.room != SLOW_ROOM:  # the flood is checked by the ledger, not timed
+            lag_us = max(0, int((began - scheduled) * 1e6))
+            RECORDER.sent_ok(self.room, scheduled_us, int(took * 1e6), lag_us, None)
+        self.fire(took, None)
+
+    def fire(self, seconds: float, exc: Exception | None) -> None:
+        self.environment.events.request.fire(
+            request_type=options(self.environment).transport,
+            name="send",
+            response_time=seconds * 1000,
+            response_length=0,
+            exception=exc,
+        )
+
+
+class Member(FaultUser):
+    default_rate = 1.0
+    default_room_size = 10
+    weight = 1
+
+    def pick_room(self) -> str:
+        opts = options(self.environment)
+        size = opts.room_size or self.default_room_size
+        members = max(1, opts.num_users - 2)
+        return f"{SCENARIO}-{self.number % max(1, math.ceil(members / size))}"
+
+
+class SlowReader(FaultUser):
+    """Stops reading (its reader blocks) from 10 % to 40 % of the window."""
+
+    fixed_count = 1
+    sends = False
+
+    def pick_room(self) -> str:
+        return SLOW_ROOM
+
+    def on_message(self, message: ServerMessage) -> None:
+        LEDGER.stall.wait()
+        self.receiver.record(message)  # not a chat delivery: kept out of the latency
+
+
+class Flooder(FaultUser):
+    """Sends the slow reader big messages as fast as the server acknowledges them."""
+
+    fixed_count = 1
+    receives = False
+
+    def pick_room(self) -> str:
+        return SLOW_ROOM
+
+    def act(self) -> None:
+        while RECORDER.window is None:
+            gevent.sleep(0.05)
+        opts = options(self.environment)
+        start, end = RECORDER.window
+        length = end - start
+        self.text = "f" * opts.slow_bytes
+        gevent.sleep(max(0.0, start + STALL_FROM * length - time.time()))
+        LEDGER.stall.clear()
+        for _ in range(opts.slow_messages):
+            if time.time() > start + FLOOD_UNTIL * length:
+                break
+            self.send_one(time.time())
+        gevent.sleep(max(0.0, start + STALL_UNTIL * length - time.time()))
+        LEDGER.stall.set()
+        gevent.sleep(3600)
+
+
+def plan_path(environment: Any, name: str) -> Path | None:
+    out = options(environment).wirewise_out
+    return Path(out).with_name(name) if out else None
+
+
+@events.spawning_complete.add_listener
+def _spawned(user_count: int, **kwargs: Any) -> None:
+    environment = ENV.environment
+    if environment is None or is_worker(environment) or RECORDER.window is not None:
+        return
+    opts = options(environment)
+    start = time.time() + opts.warmup
+    end = start + opts.measure
+    open_window(environment, start, end)
+    path = plan_path(environment, "faults-plan.json")
+    if path is not None:
+        kill_at = start + opts.kill_at * (end - start)
+        path.write_text(json.dumps({"window": [start, end], "kill_at": kill_at}))
+    gevent.spawn(_stop_when_back, environment, end + opts.drain, opts.back_within)
+
+
+def _stop_when_back(environment: Any, earliest: float, patience: float) -> None:
+    """Stop after the drain, once every receiver has its gap from the new process (or later
+    by ``patience`` seconds at most): a run that ended first would count late clients' losses
+    as silent."""
+    gevent.sleep(max(0.0, earliest - time.time()))
+    path = plan_path(environment, "faults-restart.json")
+    deadline = time.time() + patience
+    while time.time() < deadline and path is not None:
+        if path.exists():
+            killed = json.loads(path.read_text())["killed_at"]
+            if all(any(t >= killed for t, _ in r.gaps) for r in LEDGER.receivers):
+                gevent.sleep(opts_drain(environment))  # what the new sessions replay lands
+                break
+        gevent.sleep(0.1)
+    if environment.runner is not None:
+        environment.runner.quit()
+
+
+def opts_drain(environment: Any) -> float:
+    return float(options(environment).drain)
+
+
+def accounting(restart: dict[str, float] | None) -> dict[str, Any]:
+    """Every expected delivery: delivered, duplicated, lost with a gap, or lost silently."""
+    killed = restart["killed_at"] if restart else math.inf
+    listening = restart["listening_at"] if restart else math.inf
+    counts = Counter[str]()
+    reconnect_ms: list[float] = []
+    silent: list[dict[str, Any]] = []
+    for receiver in LEDGER.receivers:
+        acked = [m for m in LEDGER.acked.get(receiver.room, []) if m[3]]
+        after_kill = [(t, cursor) for t, cursor in receiver.gaps if t >= killed]
+        back = [t for t in receiver.sessions if t >= listening]
+        if restart and back:
+            reconnect_ms.append(round((back[0] - listening) * 1000, 1))
+        for key, msg_id, acked_at, _ in acked:
+            copies = receiver.got.get(key, 0)
+            counts["expected"] += 1
+            if copies:
+                counts["delivered"] += 1
+                counts["duplicated"] += copies - 1
+            elif acked_at < listening and any(msg_id > cursor for _, cursor in after_kill):
+                counts["lost_signalled"] += 1
+            else:
+                counts["lost_silently"] += 1
+                if acked_at >= listening and not after_kill:
+                    # Stored by the new process under an id the receiver's old cursor had
+                    # already passed: the cursor from before the restart hid it, no gap.
+                    counts["lost_silently_stale_cursor"] += 1
+                if len(silent) < 20:  # enough to see why
+                    silent.append(
+                        {
+                            "room": receiver.room,
+                            "key": key,
+                            "id": msg_id,
+                            "acked_after_restart_s": round(acked_at - listening, 3),
+                            "gaps": [(round(t - listening, 3), c) for t, c in receiver.gaps],
+                        }
+                    )
+        counts["gaps"] += len(receiver.gaps)
+        counts["delivered_by_resume"] += receiver.by_resume
+        counts["slow_consumer_errors"] += receiver.slow_consumer
+    return {
+        "receivers": len(LEDGER.receivers),
+        "reconnect_ms": sorted(reconnect_ms),
+        "slow_reader_reconnects": next(
+            (r.session for r in LEDGER.receivers if r.room == SLOW_ROOM), None
+        ),
+        "restart": restart,
+        "silent_examples": silent,
+        **{
+            k: counts[k]
+            for k in (
+                "expected",
+                "delivered",
+                "duplicated",
+                "lost_signalled",
+                "lost_silently",
+                "lost_silently_stale_cursor",
+                "gaps",
+                "delivered_by_resume",
+                "slow_consumer_errors",
+            )
+        },
+    }
+
+
+@events.quitting.add_listener
+def _quitting(environment: Any, **kwargs: Any) -> None:
+    if is_worker(environment):
+        return
+    path = plan_path(environment, "faults-restart.json")
+    restart = json.loads(path.read_text()) if path is not None and path.exists() else None
+    opts = options(environment)
+    write_out(
+        environment,
+        SCENARIO,
+        {
+            "room_size": opts.room_size or Member.default_room_size,
+            "faults": accounting(restart),
+            "slow_bytes": opts.slow_bytes,
+        },
+    )
