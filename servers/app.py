@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from servers import openapi
 from servers.auth import Tokens
 from servers.config import Settings
 from servers.core import ChatCore
@@ -167,6 +169,11 @@ def build_app(ctx: Context | None = None) -> ASGIApp:
     async def stats(request: Request) -> Response:
         return json_response(stats_of(ctx, started))
 
+    document = json.dumps(openapi.schema(), separators=(",", ":"))
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(document)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.ensure_future(sweep_forever(ctx.core))
@@ -180,6 +187,7 @@ def build_app(ctx: Context | None = None) -> ASGIApp:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/login", partial(login_endpoint, ctx), methods=["GET", "POST"]),
         Route("/rooms/{room}/messages", partial(send_endpoint, ctx), methods=["POST"]),
         Route("/rooms/{room}/events", partial(events_endpoint, ctx), methods=["GET"]),
