@@ -747,7 +747,7 @@ def test_decode_server_any_object(obj: dict[str, Any], ascii_only: bool) -> None
     _assert_poll_total(encode_poll([json.dumps(obj)], 1))
 
 
-def _assert_poll_total(data: str) -> None:
+def _assert_poll_total(data: bytes | str) -> None:
     try:
         events, last_id = decode_poll(data)
     except ProtocolError as exc:
@@ -755,6 +755,13 @@ def _assert_poll_total(data: str) -> None:
         return
     assert isinstance(last_id, int)
     assert all(decode_server(encode(e)) == e for e in events)
+
+
+@PROPERTY
+@given(st.binary() | ANY_TEXT)
+def test_decode_poll_any_input(data: bytes | str) -> None:
+    """Any bytes or text: a poll answer, or a clean ProtocolError (fast path included)."""
+    _assert_poll_total(data)
 
 
 @settings(max_examples=100, deadline=None)

@@ -143,6 +143,9 @@ def test_fast_and_validated_agree_on_edited_bytes(data: st.DataObject) -> None:
             wire[at : at + len(piece)] = piece
     assert_same_server(bytes(wire))
     assert_same_server(bytes(wire).decode("utf-8", "replace"))
+    poll = protocol.encode_poll([bytes(wire).decode("utf-8", "replace")], 7).encode()
+    assert_same_poll(poll)
+    assert_same_poll(bytes(wire))  # not a poll answer at all: both paths refuse alike
 
 
 SNIPPETS = [
