@@ -368,3 +368,65 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="schema_version"):
         build_report(run, tmp_path / "report")
     assert not (tmp_path / "report" / "report.md").exists()
+
+
+def faults_result(backend: Backend, run: Path, silently: int, slow: int | None) -> dict[str, Any]:
+    result = latency_result("faults", backend, 4.0, 1500, run)
+    result["faults"] = {
+        "killed": True,
+        "outage_s": 0.42,
+        "clients": 998,
+        "reconnect_ms": {"p50": 123.4, "p99": 2345.6, "max": 3001.0, "count": 998},
+        "all_back": True,
+        "lost_with_resume": 17 + silently,
+        "lost_signalled": 17,
+        "lost_silently": silently,
+        "lost_silently_stale_cursor": silently,
+        "lost_without_resume": 640,
+        "delivered_by_resume": 623 - silently,
+        "gaps_signalled": 998,
+        "slow_consumer_disconnects": slow,
+        "slow_consumer_errors_seen": slow or 0,
+        "slow_reader_reconnects": 2,
+        "server_rss_peak_bytes": 97 * 2**20,
+    }
+    if silently:
+        result["warnings"].append(f"{silently} deliveries were lost without a gap (silent loss)")
+    return result
+
+
+def test_reliability_section_only_with_faults_results(tmp_path: Path) -> None:
+    run = tmp_path / "faults-run"
+    run.mkdir()
+    results = [
+        latency_result("chat", Backend("sse", "uvicorn"), 5.0, 1500, run),
+        faults_result(Backend("sse", "uvicorn"), run, 0, 1),
+        faults_result(Backend("poll", "uvicorn"), run, 9, None),
+    ]
+    files = build_report(write_run(run, results), tmp_path / "report")
+    check_files(files)
+    markdown = files.markdown.read_text(encoding="utf-8")
+    section = markdown.split("## Reliability (scenario: faults)", 1)[1].split("\n#", 1)[0]
+    rows = {
+        line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")
+    }
+    assert {"sse", "poll"} <= set(rows)
+    cells = [c.strip() for c in rows["sse"].split("|")[1:-1]]
+    # outage, back, p50, p99, max, lost without / with resume, with a gap, silently, gaps, cut-offs, RSS
+    assert cells[1:13] == ["0.42", "998 of 998 (all)", "123", "2,346", "3,001", "640", "17", "17",
+                           "0", "998", "1", "97"]  # fmt: skip
+    poll = [c.strip() for c in rows["poll"].split("|")[1:-1]]
+    assert poll[9] == "9" and poll[11] == "n/a"
+    checker = check_html(files.html)
+    self_contained(checker)
+    page = files.html.read_text(encoding="utf-8")
+    assert "Reliability (scenario: faults)" in page and "2,346" in page and "n/a" in page
+    # Without faults results there is no such section.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    files = build_report(
+        write_run(plain, [latency_result("chat", Backend("sse", "uvicorn"), 5.0, 1500, plain)]),
+        tmp_path / "plain-report",
+    )
+    assert "Reliability" not in files.markdown.read_text(encoding="utf-8")
+    assert "Reliability" not in files.html.read_text(encoding="utf-8")

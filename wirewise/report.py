@@ -1395,6 +1395,12 @@ def document(
         blocks.append(Para(f"{workload(results)}."))
         if scenario == "idle":
             blocks.append(idle_table(results))
+        elif scenario == "faults":
+            blocks[-1] = Heading(2, "Reliability (scenario: faults)", "reliability")
+            blocks.append(Para(f"{workload(results)}. {RELIABILITY_TEXT}"))
+            blocks.append(reliability_table(results))
+            blocks.append(Heading(3, "faults: delivery latency through the faults"))
+            blocks.append(latency_table(results))
         elif scenario == "saturate":
             blocks.append(saturate_table(results))
             steps = saturate_steps_table(results)
@@ -1536,6 +1542,56 @@ def idle_table(results: list[dict[str, Any]]) -> Table:
         note="Slopes of least-squares fits against the server's established connections; kernel:"
         " half the slope of sockstat pages plus TCP slab objects (both ends of a loopback connection"
         " live in one kernel). conns per GiB: 1 GiB / (RSS + kernel), two significant figures.",
+    )  # fmt: skip
+
+
+RELIABILITY_TEXT = (
+    "Mid-run the server is killed with SIGKILL and started again on the same port; meanwhile one"
+    " reader stops reading while a flood of large messages goes to its room. Every expected"
+    " delivery is checked one by one: delivered, lost with a gap (the killed process's history,"
+    " signalled), or lost silently (the protocol allows none)."
+)
+
+
+def reliability_table(results: list[dict[str, Any]]) -> Table:
+    rows = []
+    for r in results:
+        f = r.get("faults") or {}
+        rec = f.get("reconnect_ms") or {}
+        clients = f.get("clients")
+        back = rec.get("count")
+        rows.append(
+            [
+                label(r),
+                num(f.get("outage_s"), 2),
+                f"{num(back)} of {num(clients)}" + (" (all)" if f.get("all_back") else ""),
+                num(rec.get("p50"), 0),
+                num(rec.get("p99"), 0),
+                num(rec.get("max"), 0),
+                num(f.get("lost_without_resume")),
+                num(f.get("lost_with_resume")),
+                num(f.get("lost_signalled")),
+                num(f.get("lost_silently")),
+                num(f.get("gaps_signalled")),
+                "n/a"
+                if f.get("slow_consumer_disconnects") is None
+                else num(f["slow_consumer_disconnects"]),
+                kib(f["server_rss_peak_bytes"] / 1024, 0)
+                if f.get("server_rss_peak_bytes")
+                else "-",
+                str(len(r["warnings"])) if r["warnings"] else "",
+            ]
+        )
+    return Table(
+        ["transport", "outage s", "clients back", "reconnect p50 ms", "reconnect p99 ms",
+         "reconnect max ms", "lost without resume", "lost with resume", "of which with a gap",
+         "silently", "gaps", "slow-consumer cut-offs", "RSS peak MiB", "warnings"],
+        rows,
+        note="Reconnect: from the new process listening to each client's first message on a new"
+        " connection (outage: from the kill until it listened). Lost without resume: what a client"
+        " that reconnects from 'now' would have missed (the deliveries replayed by resume plus those"
+        " lost anyway). slow-consumer cut-offs: the server's own count (n/a for polling: no live"
+        " queue). RSS peak: the highest server RSS sampled (every 0.5 s), both processes.",
     )  # fmt: skip
 
 
