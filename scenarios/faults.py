@@ -42,6 +42,7 @@ from scenarios._common import (
     ENV,
     RECORDER,
     ChatUser,
+    connected_receivers,
     is_worker,
     open_window,
     options,
@@ -72,6 +73,9 @@ class Ledger:
         self.acked: dict[str, list[tuple[str, int, float, bool]]] = {}
         """room -> (key, id, acked at, counted: scheduled inside the window or a flood)."""
         self.receivers: list[Receiver] = []
+        self.opening = False
+        self.stored_at: dict[str, int] = {}
+        """key -> the server's ``ts`` (us) as a receiver saw it: which process stored it."""
         self.stall = Event()
         self.stall.set()  # set: reading; cleared while the slow reader stalls
 
@@ -93,6 +97,7 @@ class Receiver:
         self.slow_consumer = 0
         self.session = 0
         self.session_started_us = time.time_ns() // 1000
+        self.connected_at = math.inf
         self.sessions: list[float] = []
         """Wall-clock time of the first message of each reopened session."""
 
@@ -110,6 +115,7 @@ class Receiver:
             key = message.text.split(":", 2)
             if len(key) == 3:
                 self.got[f"{key[0]}:{key[1]}"] += 1
+                LEDGER.stored_at.setdefault(f"{key[0]}:{key[1]}", message.ts)
             if self.session and message.ts < self.session_started_us:
                 self.by_resume += 1
         elif isinstance(message, Gap):
@@ -127,6 +133,7 @@ class FaultUser(ChatUser):
         self.sequence = 0
         super().on_start()
         if self.receives:
+            self.receiver.connected_at = time.time()  # it started live: nothing before counts
             LEDGER.receivers.append(self.receiver)
 
     def on_message(self, message: ServerMessage) -> None:
@@ -225,9 +232,20 @@ def plan_path(environment: Any, name: str) -> Path | None:
 @events.spawning_complete.add_listener
 def _spawned(user_count: int, **kwargs: Any) -> None:
     environment = ENV.environment
-    if environment is None or is_worker(environment) or RECORDER.window is not None:
+    if environment is None or is_worker(environment) or LEDGER.opening:
         return
+    LEDGER.opening = True
+    gevent.spawn(_open_window, environment)
+
+
+def _open_window(environment: Any) -> None:
+    """The window opens once every receiver is subscribed (or after 60 s of waiting): the
+    ledger expects each message of the window from every receiver of its room."""
     opts = options(environment)
+    receivers = opts.num_users - Flooder.fixed_count
+    deadline = time.time() + 60
+    while connected_receivers() < receivers and time.time() < deadline:
+        gevent.sleep(0.1)
     start = time.time() + opts.warmup
     end = start + opts.measure
     open_window(environment, start, end)
@@ -247,8 +265,8 @@ def _stop_when_back(environment: Any, earliest: float, patience: float) -> None:
     deadline = time.time() + patience
     while time.time() < deadline and path is not None:
         if path.exists():
-            killed = json.loads(path.read_text())["killed_at"]
-            if all(any(t >= killed for t, _ in r.gaps) for r in LEDGER.receivers):
+            restart = json.loads(path.read_text())
+            if all(back(r, restart) for r in LEDGER.receivers):
                 gevent.sleep(opts_drain(environment))  # what the new sessions replay lands
                 break
         gevent.sleep(0.1)
@@ -256,8 +274,25 @@ def _stop_when_back(environment: Any, earliest: float, patience: float) -> None:
         environment.runner.quit()
 
 
+def back(receiver: Receiver, restart: dict[str, float]) -> float | None:
+    """When ``receiver`` was back after the restart: its first message on a new connection,
+    or its gap (a poller may never have noticed the outage: its next poll found the new
+    process); None while it is not."""
+    times = [t for t in receiver.sessions if t >= restart["listening_at"]]
+    times += [t for t, _ in receiver.gaps if t >= restart["killed_at"]][:1]
+    return min(times) if times else None
+
+
 def opts_drain(environment: Any) -> float:
     return float(options(environment).drain)
+
+
+def stored_by_old(key: str, killed: float) -> bool:
+    """Was this message stored by the killed process? Its ``ts`` says, as any receiver saw it;
+    one that no receiver got died with it. (Not the ack's time: under gevent a greenlet may
+    read an ack from the old process only after the new one listens.)"""
+    ts = LEDGER.stored_at.get(key)
+    return ts is None or ts < killed * 1e6
 
 
 def accounting(restart: dict[str, float] | None) -> dict[str, Any]:
@@ -268,22 +303,26 @@ def accounting(restart: dict[str, float] | None) -> dict[str, Any]:
     reconnect_ms: list[float] = []
     silent: list[dict[str, Any]] = []
     for receiver in LEDGER.receivers:
-        acked = [m for m in LEDGER.acked.get(receiver.room, []) if m[3]]
+        acked = [
+            m for m in LEDGER.acked.get(receiver.room, []) if m[3] and m[2] > receiver.connected_at
+        ]
         after_kill = [(t, cursor) for t, cursor in receiver.gaps if t >= killed]
-        back = [t for t in receiver.sessions if t >= listening]
-        if restart and back:
-            reconnect_ms.append(round((back[0] - listening) * 1000, 1))
+        came_back = back(receiver, restart) if restart else None
+        if came_back is not None:
+            reconnect_ms.append(round((came_back - listening) * 1000, 1))
         for key, msg_id, acked_at, _ in acked:
             copies = receiver.got.get(key, 0)
             counts["expected"] += 1
             if copies:
                 counts["delivered"] += 1
                 counts["duplicated"] += copies - 1
-            elif acked_at < listening and any(msg_id > cursor for _, cursor in after_kill):
+            elif (old := stored_by_old(key, killed)) and any(
+                msg_id > cursor for _, cursor in after_kill
+            ):
                 counts["lost_signalled"] += 1
             else:
                 counts["lost_silently"] += 1
-                if acked_at >= listening and not after_kill:
+                if not old and not after_kill:
                     # Stored by the new process under an id the receiver's old cursor had
                     # already passed: the cursor from before the restart hid it, no gap.
                     counts["lost_silently_stale_cursor"] += 1
