@@ -184,7 +184,7 @@ class Member(FaultUser):
 
 
 class SlowReader(FaultUser):
-    """Stops reading (its reader blocks) from 10 % to 40 % of the window."""
+    """Stops reading (its reader blocks) from 5 % to 45 % of the window."""
 
     fixed_count = 1
     sends = False

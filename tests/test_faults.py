@@ -278,11 +278,11 @@ def test_slow_consumer_is_cut_off_resumes_and_memory_stays_bounded(
 class Storm:
     clients: int
     outage_s: float
-    """From the SIGKILL until the new process listened."""
+    """From the SIGKILL until the new process listened (as its first line was read)."""
     all_back_s: float
-    """From the new process listening until every client had its gap."""
+    """From the SIGKILL until every client had its gap."""
     reconnect_ms: list[float]
-    """Each client: from the new process listening until its gap arrived."""
+    """Each client: from the SIGKILL until its gap arrived (what its user waits)."""
     back: int
 
     def percentile(self, q: float) -> float:
@@ -292,7 +292,7 @@ class Storm:
     def line(self, name: str) -> str:
         return (
             f"{name}: {self.back}/{self.clients} back; all back {self.all_back_s:.2f} s after the"
-            f" restart (outage {self.outage_s:.2f} s); reconnect p50 {self.percentile(0.5):.0f} ms,"
+            f" kill (outage {self.outage_s:.2f} s); reconnect p50 {self.percentile(0.5):.0f} ms,"
             f" p99 {self.percentile(0.99):.0f} ms, max {max(self.reconnect_ms):.0f} ms,"
             f" mean {statistics.fmean(self.reconnect_ms):.0f} ms"
         )
@@ -325,8 +325,11 @@ def reconnect_storm(server: Restartable, name: str, count: int, timeout: float) 
         deadline = time.monotonic() + timeout
         for sub in subs:
             assert sub.wait_connected(max(0.1, deadline - time.monotonic()))
-        send_all(name, server.url, "storm", ["before the kill"])
-        time.sleep(0.5)
+        # Enough history that the new process's ids (joins, leaves) cannot pass the clients'
+        # cursors during the storm: that is the stale-cursor hole, tested on its own below.
+        ids = send_all(name, server.url, "storm", [f"before the kill {i}" for i in range(100)])
+        while any((sub.last_id or 0) < max(ids) for sub in subs) and time.monotonic() < deadline:
+            time.sleep(0.05)  # every cursor at the last id (a slow poller's would be stale)
         killed.set()
         kill_at = time.monotonic()
         server.kill()
@@ -336,11 +339,11 @@ def reconnect_storm(server: Restartable, name: str, count: int, timeout: float) 
         while len(back_at) < count and time.monotonic() < end:
             time.sleep(0.02)
         with lock:
-            times = [(t - listening_at) * 1000 for t in back_at.values()]
+            times = [(t - kill_at) * 1000 for t in back_at.values()]
         return Storm(
             clients=count,
             outage_s=listening_at - kill_at,
-            all_back_s=(max(back_at.values()) - listening_at) if back_at else float("inf"),
+            all_back_s=(max(back_at.values()) - kill_at) if back_at else float("inf"),
             reconnect_ms=times or [float("inf")],
             back=len(times),
         )
@@ -360,7 +363,7 @@ def test_reconnect_storm_of_200_clients_after_kill9() -> None:
     print(storm.line("ws-lean"))
     assert storm.back == 200, storm.line("ws-lean")
     # Full-jitter backoff capped at 5 s: everyone is back within a few caps of the restart.
-    assert storm.all_back_s < 12, storm.line("ws-lean")
+    assert storm.all_back_s - storm.outage_s < 12, storm.line("ws-lean")
 
 
 @pytest.mark.slow
