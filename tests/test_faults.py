@@ -133,8 +133,8 @@ def texts(messages: list[ServerMessage]) -> list[str]:
     return [m.text for m in messages if isinstance(m, NewMessage)]
 
 
-def send_all(name: str, url: str, room: str, words: list[str]) -> list[int]:
-    sender = make_client(name, url)
+def send_all(name: str, url: str, room: str, words: list[str], **kwargs: object) -> list[int]:
+    sender = make_client(name, url, **kwargs)
     try:
         sender.login("sender")
         return [sender.send(room, word) for word in words]
@@ -327,7 +327,8 @@ def reconnect_storm(server: Restartable, name: str, count: int, timeout: float) 
             assert sub.wait_connected(max(0.1, deadline - time.monotonic()))
         # Enough history that the new process's ids (joins, leaves) cannot pass the clients'
         # cursors during the storm: that is the stale-cursor hole, tested on its own below.
-        ids = send_all(name, server.url, "storm", [f"before the kill {i}" for i in range(100)])
+        words = [f"before the kill {i}" for i in range(100)]
+        ids = send_all(name, server.url, "storm", words, timeout=30.0)  # 1,000 streams are busy
         while any((sub.last_id or 0) < max(ids) for sub in subs) and time.monotonic() < deadline:
             time.sleep(0.05)  # every cursor at the last id (a slow poller's would be stale)
         killed.set()
