@@ -56,8 +56,6 @@ HEADER_TIMEOUT = 1.0
 SECRET = "hostile-battery-secret"
 PER_USER = 4
 SETTINGS = (
-    "--presence-timeout",
-    "1",
     "--secret",
     SECRET,
     "--set",
@@ -85,6 +83,8 @@ class Target:
     losses: int = 0
     worst_growth: int = 0
     labels: list[str] = field(default_factory=list)
+    _web: httpx.Client | None = None
+    _web_used: float = 0.0
 
     @property
     def name(self) -> str:
@@ -95,8 +95,43 @@ class Target:
         return self.backend.server
 
     def http(self) -> httpx.Client:
+        """A client of its own (a test that may lose its connection, or checks it keeps it)."""
         h2 = self.name == "h2"
         return httpx.Client(http1=not h2, http2=h2, timeout=WAIT)
+
+    @property
+    def web(self) -> httpx.Client:
+        """The client shared by the module's tests (a new httpx.Client costs ~50 ms); a new
+        one after a pause, as the servers close idle connections after HEADER_TIMEOUT."""
+        now = time.monotonic()
+        if self._web is None or now - self._web_used > HEADER_TIMEOUT / 2:
+            if self._web is not None:
+                self._web.close()
+            self._web = self.http()
+        self._web_used = now
+        return self._web
+
+    def send(self, token: str, room: str, payload: bytes) -> tuple[int | None, str]:
+        """``payload`` sent as the transport's client would: (HTTP status, error code)."""
+        if self.name not in HTTP:
+            return send_raw(self.backend, token, room, payload)
+        response = self.web.post(
+            f"{self.backend.url}/rooms/{room}/messages",
+            content=payload,
+            headers={**auth(token), "content-type": "application/json"},
+        )
+        return response.status_code, response.json()["code"]
+
+    def refusal(self, room: str, token: str, query: str) -> tuple[int, str]:
+        """Status and code of a subscription that must be refused (tcp: status 0)."""
+        if self.name not in HTTP:
+            return refuse_subscription(self.backend, room, token, query)
+        path = "stream" if self.name in STREAMS else "events"
+        extra = "&wait=1" if self.name == "longpoll" else ""
+        response = self.web.get(
+            f"{self.backend.url}/rooms/{room}/{path}?{query}{extra}", headers=auth(token)
+        )
+        return response.status_code, response.json()["code"]
 
     def token(self, user: str | None = None) -> str:
         client = self.backend.client(user or unique("u"))
@@ -124,6 +159,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         process = psutil.Process(server.pid)
         target = Target(backend, process, process.memory_info().rss)
         yield target
+        target.web.close()
         SUMMARY[request.param] = {
             "inputs_tried": target.tried,
             "crashes": target.crashes,
@@ -201,8 +237,8 @@ def healthy(target: Target) -> bool:
         with socket.create_connection(target.addr(), timeout=WAIT) as sock:
             sock.sendall(b'{"type":"login","user":"health"}\n')
             return b"token" in sock.makefile("rb").readline()
-    with target.http() as http:
-        return http.get(f"{target.backend.url}/healthz").status_code == 200
+    http = target.web
+    return http.get(f"{target.backend.url}/healthz").status_code == 200
 
 
 # -- raw senders -------------------------------------------------------------------------------
@@ -347,7 +383,7 @@ def test_bad_payloads(target: Target, bystander: Bystander) -> None:
                         ws.recv(timeout=WAIT)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009, label
         else:
-            status, answer = send_raw(target.backend, token, bystander.room, payload)
+            status, answer = target.send(token, bystander.room, payload)
             assert answer == expected_code(target, label, code), label
             if status is not None:
                 assert status == (413 if code == "message_too_large" else 400), label
@@ -456,18 +492,18 @@ def test_bad_room_names(target: Target, bystander: Bystander) -> None:
                 assert response.status_code == 400, room
                 assert json.loads(response.body)["code"] == "bad_room", room
         else:
-            with target.http() as http:
-                for method, path in [("POST", "messages"), ("GET", "events"), ("GET", "stream")]:
-                    response = http.request(
-                        method,
-                        f"{target.backend.url}/rooms/{room}/{path}",
-                        content=body if method == "POST" else None,
-                        headers=auth(token),
-                    )
-                    if slash and response.status_code == 404:
-                        continue
-                    assert response.status_code == 400, (room, path)
-                    assert response.json()["code"] == "bad_room", (room, path)
+            http = target.web
+            for method, path in [("POST", "messages"), ("GET", "events"), ("GET", "stream")]:
+                response = http.request(
+                    method,
+                    f"{target.backend.url}/rooms/{room}/{path}",
+                    content=body if method == "POST" else None,
+                    headers=auth(token),
+                )
+                if slash and response.status_code == 404:
+                    continue
+                assert response.status_code == 400, (room, path)
+                assert response.json()["code"] == "bad_room", (room, path)
         bystander.tried(f"room {room!r}")
     for room in PATHLIKE:
         host, port = target.addr()
@@ -505,9 +541,7 @@ def test_bad_cursors(target: Target, bystander: Bystander) -> None:
                 assert answer["code"] == "bad_cursor", raw[-60:]
                 bystander.tried(f"after {value[:20]}")
             continue
-        status, code = refuse_subscription(
-            target.backend, bystander.room, token, f"after={quote(cursor)}"
-        )
+        status, code = target.refusal(bystander.room, token, f"after={quote(cursor)}")
         assert (status, code) == (400, "bad_cursor"), cursor
         bystander.tried(f"after={cursor[:20]}")
         if target.name in STREAMS | WS and cursor:
@@ -515,22 +549,22 @@ def test_bad_cursors(target: Target, bystander: Bystander) -> None:
             if target.name in WS:
                 status, code = ws_refusal(target, f"/rooms/{bystander.room}/ws", headers)
             else:
-                with target.http() as http:
-                    response = http.get(
-                        f"{target.backend.url}/rooms/{bystander.room}/stream?after=0",
-                        headers=headers,
-                    )
+                http = target.web
+                response = http.get(
+                    f"{target.backend.url}/rooms/{bystander.room}/stream?after=0",
+                    headers=headers,
+                )
                 status, code = response.status_code, response.json()["code"]
             assert (status, code) == (400, "bad_cursor"), cursor
             bystander.tried(f"Last-Event-ID {cursor[:20]}")
     if target.name == "longpoll":
         for wait in ["abc", "-1", "1e309", "nan", "inf", ""]:
-            with target.http() as http:
-                response = http.get(
-                    f"{target.backend.url}/rooms/{bystander.room}/events",
-                    params={"after": "0", "wait": wait},
-                    headers=auth(token),
-                )
+            http = target.web
+            response = http.get(
+                f"{target.backend.url}/rooms/{bystander.room}/events",
+                params={"after": "0", "wait": wait},
+                headers=auth(token),
+            )
             assert response.status_code == 400, wait
             assert response.json()["code"] == "bad_message"
             bystander.tried(f"wait={wait}")
@@ -594,14 +628,12 @@ def forged_tokens(target: Target) -> list[tuple[str, str]]:
 
 def test_forged_and_expired_tokens(target: Target, bystander: Bystander) -> None:
     for label, token in forged_tokens(target):
-        status, code = refuse_subscription(target.backend, bystander.room, token, "")
+        status, code = target.refusal(bystander.room, token, "")
         assert code == "unauthorized", label
         if target.name != "tcp":
             assert status == 401, label
         if target.name in HTTP:
-            status, code = send_raw(
-                target.backend, token, bystander.room, b'{"type":"send_message","text":"x"}'
-            )
+            status, code = target.send(token, bystander.room, b'{"type":"send_message","text":"x"}')
             assert (status, code) == (401, "unauthorized"), label
         if target.name != "tcp":
             mallory = target.backend.client()
@@ -637,45 +669,48 @@ def test_foreign_origins(target: Target, bystander: Bystander) -> None:
             status, code = ws_refusal(target, f"/rooms/{bystander.room}/ws", headers)
             assert (status, code) == (403, "forbidden_origin"), origin
         else:
-            with target.http() as http:
-                base = f"{target.backend.url}"
-                for response in [
-                    http.post(
-                        f"{base}/rooms/{bystander.room}/messages",
-                        headers=headers,
-                        json={"type": "send_message", "text": "x"},
-                    ),
-                    http.post(f"{base}/login", headers={"origin": origin}, json={"user": "eve"}),
-                    http.get(f"{base}/rooms/{bystander.room}/events", headers=headers),
-                ]:
-                    assert response.status_code == 403, (origin, response.request.url)
-                    assert response.json()["code"] == "forbidden_origin"
-                    assert "access-control-allow-origin" not in response.headers
+            http = target.web
+            base = f"{target.backend.url}"
+            for response in [
+                http.post(
+                    f"{base}/rooms/{bystander.room}/messages",
+                    headers=headers,
+                    json={"type": "send_message", "text": "x"},
+                ),
+                http.post(f"{base}/login", headers={"origin": origin}, json={"user": "eve"}),
+                http.get(f"{base}/rooms/{bystander.room}/events", headers=headers),
+            ]:
+                assert response.status_code == 403, (origin, response.request.url)
+                assert response.json()["code"] == "forbidden_origin"
+                assert "access-control-allow-origin" not in response.headers
         bystander.tried(f"origin {origin}")
     bystander.verify()
 
 
 def test_send_flood_is_rate_limited(target: Target, bystander: Bystander) -> None:
-    """200 sends at once: the burst (100) passes, the rest is refused, nothing else breaks."""
+    """A flood from one user: the burst (100) and the rate (50/s) pass, the rest is refused,
+    nothing else breaks. HTTP sends one at a time until refused 20 times (on a loaded machine
+    200 sends may take long enough for the rate to cover them); frames and lines go at once."""
     token = target.token()
-    flood = 200
+    flood = 300
     body = {"type": "send_message", "room": bystander.room, "text": "flood"}
     limited = accepted = 0
+    started = time.monotonic()
     if target.name in HTTP:
-        with target.http() as http:
-            for _ in range(flood):
-                response = http.post(
-                    f"{target.backend.url}/rooms/{bystander.room}/messages",
-                    json=body,
-                    headers=auth(token),
-                )
-                if response.status_code == 429:
-                    assert response.json()["code"] == "rate_limited"
-                    assert response.headers["retry-after"] == "1"
-                    limited += 1
-                else:
-                    assert response.status_code == 201
-                    accepted += 1
+        http = target.web
+        while limited < 20 and accepted < 1000:
+            response = http.post(
+                f"{target.backend.url}/rooms/{bystander.room}/messages",
+                json=body,
+                headers=auth(token),
+            )
+            if response.status_code == 429:
+                assert response.json()["code"] == "rate_limited"
+                assert response.headers["retry-after"] == "1"
+                limited += 1
+            else:
+                assert response.status_code == 201
+                accepted += 1
     else:
         frames = [json.dumps({**body, "client_msg_id": f"f{i}"}) for i in range(flood)]
         answers: list[dict[str, object]] = []
@@ -701,7 +736,11 @@ def test_send_flood_is_rate_limited(target: Target, bystander: Bystander) -> Non
                 limited += 1
             else:
                 accepted += 1
-    assert limited > 0 and accepted >= 100 and limited + accepted == flood
+    elapsed = time.monotonic() - started
+    assert limited > 0 and accepted >= 100
+    assert accepted <= 100 + 50 * elapsed + 1, f"{accepted} sends passed in {elapsed:.2f} s"
+    if target.name not in HTTP:
+        assert limited + accepted == flood
     bystander.sent += ["flood"] * accepted  # the accepted ones are room events too
     bystander.tried("send flood")
     bystander.verify()
@@ -717,15 +756,14 @@ def test_too_many_connections_per_user(target: Target, bystander: Bystander) -> 
     threads: list[threading.Thread] = []
     try:
         if target.name == "longpoll":
-            with target.http() as http:
-                last = http.get(
-                    f"{target.backend.url}/rooms/{room}/events", headers=auth(token)
-                ).json()["last_id"]
+            http = target.web
+            last = http.get(
+                f"{target.backend.url}/rooms/{room}/events", headers=auth(token)
+            ).json()["last_id"]
             for _ in range(PER_USER):
                 thread = threading.Thread(target=_hold_poll, args=(target, room, token, last))
                 thread.start()
                 threads.append(thread)
-            _wait_connections(target, "longpoll", PER_USER)
         else:
             greedy = target.backend.client()
             greedy.token = token
@@ -733,15 +771,21 @@ def test_too_many_connections_per_user(target: Target, bystander: Bystander) -> 
             for _ in range(PER_USER):
                 assert greedy.subscribe(room).wait_connected(WAIT)
         if target.name == "longpoll":
-            with target.http() as http:
-                response = http.get(
+            # One more short hold, until the four threads' polls are all held (a poll the
+            # server admits answers 200 after 0.05 s).
+            deadline = time.monotonic() + WAIT
+            while True:
+                response = target.web.get(
                     f"{target.backend.url}/rooms/{room}/events",
-                    params={"after": last, "wait": 1},
+                    params={"after": last, "wait": 0.05},
                     headers=auth(token),
                 )
+                if response.status_code != 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)  # leave the slot to the threads' polls
             status, code = response.status_code, response.json()["code"]
         else:
-            status, code = refuse_subscription(target.backend, room, token, "")
+            status, code = target.refusal(room, token, "")
         assert code == "too_many_connections"
         if target.name != "tcp":
             assert status == 503
@@ -759,21 +803,17 @@ def test_too_many_connections_per_user(target: Target, bystander: Bystander) -> 
 
 
 def _hold_poll(target: Target, room: str, token: str, after: int) -> None:
-    with target.http() as http:
-        http.get(
-            f"{target.backend.url}/rooms/{room}/events",
-            params={"after": after, "wait": 10},
-            headers=auth(token),
-        )
-
-
-def _wait_connections(target: Target, kind: str, n: int) -> None:
+    """Hold a long poll until an event; again when refused (the test's probe took the slot)."""
     deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if target.server.stats()["connections"].get(kind, 0) >= n:  # type: ignore[union-attr]
-            return
-        time.sleep(0.02)
-    pytest.fail(f"{n} long polls never got held")
+    with target.http() as http:
+        while time.monotonic() < deadline:
+            response = http.get(
+                f"{target.backend.url}/rooms/{room}/events",
+                params={"after": after, "wait": 4},
+                headers=auth(token),
+            )
+            if response.status_code != 503:
+                return
 
 
 def trickle(target: Target, first: bytes, rest: bytes, gap: float = 0.05) -> float:
