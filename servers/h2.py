@@ -21,6 +21,7 @@ import datetime as dt
 import ipaddress
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -74,10 +75,40 @@ def self_signed(directory: Path | None = None, host: str = "localhost") -> tuple
     return certfile, keyfile
 
 
+def stream_backpressure() -> None:
+    """Make a stream whose reader grants no window block its writer (hypercorn 0.18).
+
+    hypercorn's ``StreamBuffer.pop`` releases a paused writer when the chunk it popped was
+    small, and a stream with no flow-control window pops zero bytes: so every write to a
+    stalled HTTP/2 stream returned at once, the buffer grew without bound (28 MiB of server
+    RSS for 24 MB sent to one stream that read nothing), and the subscriber was never cut off
+    as a slow consumer. Released here only once what is *left* is under the low-water mark.
+    """
+    from hypercorn.protocol import h2 as hyper_h2
+
+    buffer = hyper_h2.StreamBuffer
+    if getattr(buffer, "_wirewise_backpressure", False):
+        return
+
+    async def pop(self: Any, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        if len(self.buffer) < hyper_h2.BUFFER_LOW_WATER:
+            await self._paused.set()
+        if len(self.buffer) == 0:
+            await self._is_empty.set()
+        return data
+
+    buffer.pop = pop  # type: ignore[method-assign]
+    buffer._wirewise_backpressure = True  # type: ignore[attr-defined]
+
+
 def hypercorn_config(
     fd: int, settings: Settings, certfile: Path | None = None, keyfile: Path | None = None
 ) -> Config:
     h2_idle_deadline()  # hypercorn holds a stream-less h2c connection forever otherwise
+    stream_backpressure()  # and lets a stalled stream's buffer grow without bound
     config = Config()
     config.bind = [f"fd://{fd}"]
     config.certfile = str(certfile) if certfile else None

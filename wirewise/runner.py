@@ -852,7 +852,8 @@ def summarize_faults(
         warnings.append(
             "the stalled reader was not cut off as a slow consumer"
             + (
-                " (the HTTP/2 client acknowledges data as it arrives)"
+                " (the HTTP/2 client acknowledges data as it arrives: one stalled stream of a"
+                " connection never holds back the server)"
                 if result["transport"] == "h2"
                 else ""
             )
