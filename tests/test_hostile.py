@@ -423,20 +423,21 @@ def test_ten_mib_inputs(target: Target, bystander: Bystander) -> None:
                 assert response.json()["code"] == "message_too_large"
             except httpx.TransportError:
                 # hypercorn's HTTP/2 drops the connection when DATA frames keep coming after
-                # the 413 (DESIGN.md): only the attacker's own connection is gone.
+                # the 413 (DESIGN.md): only the attacker's own connection is gone. Over h2
+                # the client never reads the 413 (seen on every run here).
                 assert target.name == "h2"
         bystander.tried("10 MiB body")
-        if target.name != "h2":
-            host, port = target.addr()
-            head = (
-                f"POST /rooms/{bystander.room}/messages HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Length: {big}\r\n\r\n"
-            ).encode()
-            with socket.create_connection((host, port), timeout=WAIT) as sock:
-                sock.sendall(head)
-                answer = blast(sock, big, b"\r\n")
-            assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
-            bystander.tried("10 MiB body by hand")
+        # Over HTTP/1.1 by hand too (hypercorn, the h2 server, speaks it as well).
+        host, port = target.addr()
+        head = (
+            f"POST /rooms/{bystander.room}/messages HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: {big}\r\n\r\n"
+        ).encode()
+        with socket.create_connection((host, port), timeout=WAIT) as sock:
+            sock.sendall(head)
+            answer = blast(sock, big, b"\r\n")
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+        bystander.tried("10 MiB body by hand")
     bystander.verify()
 
 
