@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-A room is an append-only log of events with strictly increasing ids (1, 2, 3, ...), of which
-the last ``history`` are kept. Storing and fanning out go through a :class:`Broker`; the only
+A room is an append-only log of events with strictly increasing ids (base + 1, base + 2, ...),
+of which the last ``history`` are kept. The base is the broker's start time in microseconds, so
+ids never repeat across restarts: a cursor from an earlier process is always below this one's
+ids and gets an explicit ``gap``, never a silent skip (with ids from 1 after every restart, an
+old cursor that the new ids had caught up with looked current). Storing and fanning out go through a :class:`Broker`; the only
 implementation here keeps everything in this process (:class:`MemoryBroker`). A networked
 broker (Redis streams) would let several processes share rooms.
 
@@ -156,8 +159,8 @@ class Broker(Protocol):
 class _Log:
     __slots__ = ("history", "last_id", "subscribers")
 
-    def __init__(self, size: int) -> None:
-        self.last_id = 0
+    def __init__(self, size: int, base: int) -> None:
+        self.last_id = base
         self.history: deque[Stored] = deque(maxlen=size)
         self.subscribers: dict[Subscription, None] = {}
 
@@ -165,8 +168,11 @@ class _Log:
 class MemoryBroker:
     """Rooms held in this process: a bounded log and a subscriber set per room."""
 
-    def __init__(self, history: int) -> None:
+    def __init__(self, history: int, base: int | None = None) -> None:
         self._history = history
+        self.base = time.time_ns() // 1000 if base is None else base
+        """Every room's ids start above it: this broker's start in microseconds (below 2**53,
+        exact in JavaScript, until the year 2255). Tests pass 0 for ids 1, 2, 3, ..."""
         self._logs: dict[str, _Log] = {}
         self.events_stored = 0
         self.deliveries = 0
@@ -174,7 +180,7 @@ class MemoryBroker:
     def _log(self, room: str) -> _Log:
         log = self._logs.get(room)
         if log is None:
-            log = self._logs[room] = _Log(self._history)
+            log = self._logs[room] = _Log(self._history, self.base)
         return log
 
     def publish(
@@ -193,18 +199,20 @@ class MemoryBroker:
         log = self._log(room)
         history = log.history
         oldest = history[0].id if history else log.last_id + 1
-        if after > log.last_id:
+        if after > log.last_id or 0 < after < self.base:
             # A cursor from before a restart (or invented): what it points at is gone, and
-            # everything we hold is news to this client.
+            # everything we hold is news to this client. ``after=0`` means "from the start":
+            # everything held, with a gap only if this process's history overflowed.
             return list(history), Gap(requested_after=after, oldest_available=oldest)
-        if after < oldest - 1:
+        seen = after or self.base  # after=0: nothing seen of this era
+        if seen < oldest - 1:
             return list(history), Gap(requested_after=after, oldest_available=oldest)
-        start = after - oldest + 1  # ids in the history are consecutive
+        start = seen - oldest + 1  # ids in the history are consecutive
         return list(itertools.islice(history, start, None)), None
 
     def last_id(self, room: str) -> int:
         log = self._logs.get(room)
-        return log.last_id if log else 0
+        return log.last_id if log else self.base
 
     def attach(self, room: str, sub: Subscription) -> None:
         self._log(room).subscribers[sub] = None

@@ -214,11 +214,12 @@ def test_cursor_from_a_previous_server_gets_an_explicit_gap(
 ) -> None:
     room = unique("room")
     ada = clients(backend.client(unique("ada")))
-    ada.send(room, "one")
-    sub = ada.subscribe(room, after=10**9)
+    first = ada.send(room, "one")
+    stale = 10**9  # below this process's ids, which start at its start time in microseconds
+    sub = ada.subscribe(room, after=stale)
     got = collect(sub, count_new(1))
     assert isinstance(got[0], Gap)
-    assert got[0].requested_after == 10**9 and got[0].oldest_available == 1
+    assert got[0].requested_after == stale and got[0].oldest_available == first
     assert texts(got) == ["one"]
     ada.send(room, "two")
     assert texts(collect(sub, count_new(1))) == ["two"], "ids after the gap are accepted"

@@ -6,12 +6,13 @@ steps (history 5, queue 3, presence timeout 30 s unless a test says otherwise).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 
 from servers.config import Settings
-from servers.core import ChatCore, Stored, Subscription
+from servers.core import ChatCore, MemoryBroker, Stored, Subscription
 from wirewise.protocol import (
     Gap,
     NewMessage,
@@ -55,7 +56,11 @@ def make_core(**overrides: object) -> tuple[ChatCore, FakeClock]:
     options: dict[str, object] = {"history": 5, "queue": 3, "presence_timeout": 30.0}
     options.update(overrides)
     clock = FakeClock()
-    return ChatCore(Settings(**options), clock=clock), clock  # type: ignore[arg-type]
+    settings = Settings(**options)
+    broker = MemoryBroker(
+        settings.history, base=0
+    )  # ids 1, 2, 3, ... (see test_ids_never_repeat_across_restarts)
+    return ChatCore(settings, broker, clock=clock), clock  # type: ignore[arg-type]
 
 
 def message(
@@ -111,6 +116,30 @@ def drain(*subs: Subscription) -> None:
 
 
 # -- ids and events ------------------------------------------------------------------------
+
+
+def test_ids_never_repeat_across_restarts() -> None:
+    """A cursor from an earlier process always gets a gap, even once new ids pass it."""
+    before = time.time_ns() // 1000
+    old = ChatCore(Settings(history=50), clock=FakeClock())  # type: ignore[arg-type]
+    assert old.broker.base >= before  # the default base: the broker's start, in microseconds
+    assert old.broker.last_id(ROOM) == old.broker.base  # an empty room's cursor is this era's
+    cursor = [say(old, "ada") for _ in range(3)][-1]
+    assert cursor == old.broker.base + 3
+    # kill -9, restart: a later start, a later base, history gone. Even after more messages
+    # than the old process ever stored, the old cursor cannot be taken for a new id.
+    new = ChatCore(Settings(history=50), MemoryBroker(50, base=old.broker.base + 1_000_000))
+    ids = [say(new, "bob") for _ in range(5)]
+    assert ids[0] == new.broker.base + 1 > cursor
+    items, gap = new.broker.replay(ROOM, cursor)
+    assert gap is not None and (gap.requested_after, gap.oldest_available) == (cursor, ids[0])
+    assert [item.id for item in items] == ids
+    # "From the start" (after=0) is every event held, with no gap while nothing overflowed.
+    items, gap = new.broker.replay(ROOM, 0)
+    assert gap is None and [item.id for item in items] == ids
+    # A cursor of this era resumes with no gap.
+    items, gap = new.broker.replay(ROOM, ids[1])
+    assert gap is None and [item.id for item in items] == ids[2:]
 
 
 def test_ids_are_per_room_start_at_one_and_strictly_increase() -> None:
