@@ -22,7 +22,7 @@ import pytest
 from wirewise.cli import main
 from wirewise.console import label
 from wirewise.metrics import Deliveries, Histogram
-from wirewise.report import ReportFiles, build_report, verdict
+from wirewise.report import ReportFiles, build_report, num, verdict
 from wirewise.results import SCHEMA_VERSION, SchemaError, read_summary, write_summary
 from wirewise.runner import Backend, empty_result
 
@@ -180,6 +180,62 @@ def test_bench_verdict_cites_numbers(bench_report: dict[str, Any]) -> None:
     )
     assert f"{floor['latency_ms']['p50']:.2f}" in chat, "the floor's p50 is quoted"
     assert any("idle connection costs" in s and "KiB" in s for s in sentences)
+    answer = sentences[0]
+    assert answer.startswith(("Answer:", "Tentative answer")), answer
+    sse = next(
+        r
+        for r in bench_report["summary"]["results"]
+        if r["scenario"] == "chat" and r["transport"] == "sse"
+    )
+    assert num(sse["latency_ms"]["p99"]) in answer, "the answer quotes SSE's measured p99"
+
+
+@pytest.mark.parametrize(
+    ("sse_ms", "saturated", "opening"),
+    [
+        (6.0, False, "Answer: for pushing to clients, SSE + POST is enough"),
+        (40.0, False, "Answer: WebSockets delivered markedly faster"),
+        (6.0, True, "Tentative answer (the load generator was saturated)"),
+    ],
+)
+def test_the_answer_follows_the_numbers(
+    tmp_path: Path, sse_ms: float, saturated: bool, opening: str
+) -> None:
+    run = tmp_path / "run"
+    sse = latency_result("broadcast", Backend("sse", "uvicorn"), sse_ms, 2000, run)
+    ws = latency_result("broadcast", Backend("ws", "uvicorn"), 5.0, 2000, run)
+    chat = [
+        latency_result("chat", Backend(t, "uvicorn"), ms, 2000, run)
+        for t, ms in (("sse", 9.0), ("ws", 4.0))
+    ]
+    for result in (sse, ws, *chat):  # with a clean chat, the answer would come from chat
+        result["load_generator"]["saturated"] = saturated
+    write_run(run, [sse, ws, *chat])
+    answer = verdict(read_summary(run))[0]
+    assert answer.startswith(opening), answer
+    assert f"p99 was {num(sse['latency_ms']['p99'])} ms" in answer
+    # chat CPU is 50 + center ms in latency_result: WebSocket's is lower, so sends favour it.
+    assert "59.0 against 54.0 ms of CPU" in answer
+    assert "earn their keep when clients send often" in answer
+
+
+def test_the_answer_prefers_a_scenario_measured_below_saturation(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    results = [
+        latency_result(scenario, Backend(t, "uvicorn"), ms, 2000, run)
+        for scenario in ("broadcast", "chat")
+        for t, ms in (("sse", 9.0), ("ws", 4.0))
+    ]
+    results[0]["load_generator"]["saturated"] = True  # broadcast/sse
+    write_run(run, results)
+    answer = verdict(read_summary(run))[0]
+    assert answer.startswith("Answer:") and "in chat its p99" in answer, answer
+
+
+def test_no_answer_without_both_sse_and_websocket(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_run(run, [latency_result("chat", Backend("sse", "uvicorn"), 5.0, 300, run)])
+    assert not verdict(read_summary(run))[0].startswith("Answer")
 
 
 # -- synthetic runs ----------------------------------------------------------------------------

@@ -340,7 +340,9 @@ def verdict(summary: dict[str, Any]) -> list[str]:
     if not summary["results"]:
         return ["This run holds no results (0 runs), so nothing is concluded."]
     present = scenarios_in(summary)
-    sentences = [
+    answer = answer_sentence(summary)
+    sentences = [answer] if answer else []
+    sentences += [
         latency_sentence(scenario, of(summary, scenario))
         for scenario in LATENCY_SCENARIOS
         if scenario in present
@@ -357,6 +359,83 @@ def verdict(summary: dict[str, Any]) -> list[str]:
     sentences.append(cost_sentence(summary))
     sentences.append(caveats_sentence(summary))
     return sentences
+
+
+def find(summary: dict[str, Any], scenario: str, name: str) -> dict[str, Any] | None:
+    """The result of ``scenario`` whose label is ``name`` ("ws" is the uvicorn one)."""
+    return next((r for r in of(summary, scenario) if label(r) == name), None)
+
+
+def idle_total(summary: dict[str, Any], name: str) -> float | None:
+    """Server RSS + kernel bytes per idle connection of ``name``, if fitted."""
+    r = find(summary, "idle", name)
+    m = r["memory_per_connection"] if r else None
+    if not m or m["rss_bytes"] is None or m["kernel_bytes"] is None:
+        return None
+    return m["rss_bytes"] + m["kernel_bytes"]
+
+
+def sse_and_ws(
+    summary: dict[str, Any], scenario: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The timed SSE and (uvicorn) WebSocket results of ``scenario``, if both exist."""
+    sse, ws = find(summary, scenario, "sse"), find(summary, scenario, "ws")
+    if sse is None or ws is None or len(timed([sse, ws])) < 2:
+        return None
+    return sse, ws
+
+
+def answer_sentence(summary: dict[str, Any]) -> str | None:
+    """The one-line answer to "do I need WebSockets?", from this run's SSE and WebSocket figures.
+
+    None when the run lacks the figures to say it (no SSE or no WebSocket latency).
+    """
+    pairs = {s: pair for s in ("broadcast", "chat") if (pair := sse_and_ws(summary, s))}
+    if not pairs:
+        return None
+
+    def saturated(scenario: str) -> bool:
+        return any((r.get("load_generator") or {}).get("saturated") for r in pairs[scenario])
+
+    # The first push scenario measured with the load generator under its limit, if any.
+    push = next((s for s in pairs if not saturated(s)), next(iter(pairs)))
+    sse, ws = pairs[push]
+    p99_sse, p99_ws = sse["latency_ms"]["p99"], ws["latency_ms"]["p99"]
+    close = p99_sse <= 2 * p99_ws
+    lead = (
+        "Answer: for pushing to clients, SSE + POST is enough on this machine"
+        if close
+        else "Answer: WebSockets delivered markedly faster than SSE + POST on this machine"
+    )
+    if saturated(push):
+        lead = lead.replace("Answer:", "Tentative answer (the load generator was saturated):")
+    facts = [f"in {push} its p99 was {num(p99_sse)} ms against WebSocket's {num(p99_ws)} ms"]
+    mem_sse, mem_ws = idle_total(summary, "sse"), idle_total(summary, "ws")
+    if mem_sse is not None and mem_ws is not None:
+        facts.append(
+            f"an idle connection cost {kib(mem_sse)} against {kib(mem_ws)} KiB (server + kernel)"
+        )
+    chat_sse, chat_ws = find(summary, "chat", "sse"), find(summary, "chat", "ws")
+    cpu_sse = chat_sse["server_cpu_ms_per_1k_msgs"] if chat_sse else None
+    cpu_ws = chat_ws["server_cpu_ms_per_1k_msgs"] if chat_ws else None
+    tail = ""
+    if cpu_sse and cpu_ws:
+        facts.append(
+            f"with every user sending (chat) the server spent {num(cpu_sse)} against"
+            f" {num(cpu_ws)} ms of CPU per 1,000 messages"
+        )
+        if cpu_ws < cpu_sse:
+            tail = (
+                "; WebSockets earn their keep when clients send often (each send is a frame,"
+                " not an HTTP request) or need full duplex"
+            )
+    poll = find(summary, push, "poll")
+    if poll and timed([poll]) and poll["parameters"].get("poll_interval_s"):
+        tail += (
+            f"; short polling is enough only when waiting about half its interval is fine"
+            f" (p50 {num(poll['latency_ms']['p50'])} ms at T = {g(poll['parameters']['poll_interval_s'])} s)"
+        )
+    return f"{lead}: {', '.join(facts)}{tail}."
 
 
 def latency_sentence(scenario: str, results: list[dict[str, Any]]) -> str:
