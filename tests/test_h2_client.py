@@ -104,8 +104,13 @@ def test_login_subscribe_send_receive(server_factory: Callable[..., ServerProces
             for i in range(3)
         ]
         joined, *messages = collect(sub, 4)
-        assert joined == UserJoined(id=1, room="general", user="ada")
-        assert [m.id for m in messages] == [msg_id for msg_id, _ in sent] == [2, 3, 4]
+        assert joined == UserJoined(id=joined.id, room="general", user="ada")
+        first = joined.id + 1  # ids are consecutive in a room (they start at the server's start)
+        assert (
+            [m.id for m in messages]
+            == [msg_id for msg_id, _ in sent]
+            == [first, first + 1, first + 2]
+        )
         for message, i in zip(messages, range(3), strict=True):
             assert isinstance(message, NewMessage)
             assert (message.sender, message.text) == ("ada", f"hello {i}")
@@ -236,7 +241,10 @@ def test_refusals_are_final(server_factory: Callable[..., ServerProcess]) -> Non
             sub.get(WAIT)
         # A refused stream and a refused POST leave the shared connection usable.
         client.login("ada")
-        assert client.send("general", "now it works") == 1  # the refused stream joined nobody
+        sent = client.send("general", "now it works")
+        history = collect(client.subscribe("general", after=0), 1)
+        # The refused stream joined nobody: the room's first event is this message.
+        assert isinstance(history[0], NewMessage) and history[0].id == sent
         assert client.connections_opened == 1
 
 

@@ -180,14 +180,14 @@ def test_bench_verdict_cites_numbers(bench_report: dict[str, Any]) -> None:
     )
     assert f"{floor['latency_ms']['p50']:.2f}" in chat, "the floor's p50 is quoted"
     assert any("idle connection costs" in s and "KiB" in s for s in sentences)
-    answer = sentences[0]
-    assert answer.startswith(("Answer:", "Tentative answer")), answer
-    sse = next(
-        r
-        for r in bench_report["summary"]["results"]
-        if r["scenario"] == "chat" and r["transport"] == "sse"
-    )
-    assert num(sse["latency_ms"]["p99"]) in answer, "the answer quotes SSE's measured p99"
+    by_transport = {
+        r["transport"]: r for r in bench_report["summary"]["results"] if r["scenario"] == "chat"
+    }
+    if {"sse", "ws"} <= set(by_transport):
+        assert sentences[0].startswith(("Answer:", "Tentative answer")), sentences[0]
+        assert num(by_transport["sse"]["latency_ms"]["p99"]) in sentences[0], "it quotes SSE's p99"
+    else:  # no SSE or no WebSocket result in this bench: no answer is made up
+        assert not sentences[0].startswith(("Answer:", "Tentative answer"))
 
 
 @pytest.mark.parametrize(
