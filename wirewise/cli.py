@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -235,8 +237,16 @@ def wide_console() -> Any:
     return console if console.is_terminal else Console(width=160)  # a log is as wide as a table
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, ``kill``) ends the bench as Ctrl-C does: through the runner's
+    ``finally`` blocks, which stop the server and Locust (each in its own process group)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def measure(plan: Any, console: Any) -> tuple[Path, dict[str, Any]]:
     """Run the bench with a progress bar."""
+    interrupt_on_sigterm()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from wirewise.runner import plan_runs, run_bench

@@ -388,18 +388,20 @@ def run_one(
                 preexec_fn=_child_setup(loadgen_cores),
             )
             deadline = time.monotonic() + expected_seconds(scenario, params) * 3 + 90
-            while locust.poll() is None and time.monotonic() < deadline:
-                if (
-                    counter is not None and scenario != "idle"
-                ):  # ss over 15,000 sockets costs a core
-                    counter.poll()
-                    traffic.append((time.time(), *counter.totals()))
-                if faults is not None:
-                    faults.poll(sampler)
-                tick(f"{scenario} / {backend.label}")
-                time.sleep(0.25)
-            timed_out = locust.poll() is None
-            stop_process(locust)
+            try:
+                while locust.poll() is None and time.monotonic() < deadline:
+                    if (
+                        counter is not None and scenario != "idle"
+                    ):  # ss over 15,000 sockets costs a core
+                        counter.poll()
+                        traffic.append((time.time(), *counter.totals()))
+                    if faults is not None:
+                        faults.poll(sampler)
+                    tick(f"{scenario} / {backend.label}")
+                    time.sleep(0.25)
+                timed_out = locust.poll() is None
+            finally:  # also when the bench itself is interrupted: no Locust left behind
+                stop_process(locust)
     finally:
         sampler.stop()
         if faults is not None:
