@@ -14,6 +14,7 @@ same core without ASGI, to show what the framework costs apart from the transpor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from starlette.types import Receive, Scope, Send
 from websockets.exceptions import ConnectionClosed
@@ -200,7 +201,11 @@ async def ws_endpoint(ctx: Context, scope: Scope, receive: Receive, send: Send) 
     except OSError:
         pass
     except asyncio.CancelledError:
-        if not writer.aborted:
+        # Ours (a stalled writer) or uvicorn's at the end of a graceful shutdown that had more
+        # sockets to close than time (15,000 idle ones): both are an ending, not an error, and
+        # raised they were logged as a traceback per socket.
+        if not writer.aborted and not ctx.core.closing:
             raise
     finally:
-        await writer.finish(ctx.core)
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer.finish(ctx.core)
