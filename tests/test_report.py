@@ -22,7 +22,7 @@ import pytest
 from wirewise.cli import main
 from wirewise.console import label
 from wirewise.metrics import Deliveries, Histogram
-from wirewise.report import ReportFiles, build_report, num, verdict
+from wirewise.report import ReportFiles, build_report, num, verdict, workload
 from wirewise.results import SCHEMA_VERSION, SchemaError, read_summary, write_summary
 from wirewise.runner import Backend, empty_result
 
@@ -486,3 +486,14 @@ def test_reliability_section_only_with_faults_results(tmp_path: Path) -> None:
     )
     assert "Reliability" not in files.markdown.read_text(encoding="utf-8")
     assert "Reliability" not in files.html.read_text(encoding="utf-8")
+
+
+def test_idle_workload_names_each_ramp_size() -> None:
+    params = {"step_users": 3000, "steps": 5, "step_seconds": 5.0, "payload_bytes": 100,
+              "poll_interval": 1.0}  # fmt: skip
+    results = [
+        empty_result("idle", Backend("sse", "uvicorn"), params),
+        empty_result("idle", Backend("poll", "uvicorn"), {**params, "step_users": 300}),
+    ]
+    text = workload(results)
+    assert text.startswith("300 (poll), 3,000 (sse) clients a step"), text

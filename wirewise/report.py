@@ -278,9 +278,22 @@ def workload(results: list[dict[str, Any]]) -> str:
     rooms = params.get("rooms")
     where = f" in {rooms} room{'s' if rooms != 1 else ''}" if rooms else ""
     if scenario == "idle":
+        # Short polling may ramp to fewer clients than the rest (the runner's FULL_IDLE_POLL).
+        steps = sorted(
+            {
+                (r["parameters"].get("step_users"), r["transport"])
+                for r in results
+                if r["parameters"]
+            }
+        )
+        sizes = sorted({size for size, _ in steps if size is not None})
+        per = ", ".join(
+            f"{g(size)} ({', '.join(sorted({t for s2, t in steps if s2 == size}))})"
+            for size in sizes
+        )
         text = (
-            f"{g(params.get('step_users'))} clients a step {X} {g(params.get('steps'))} steps"
-            f" of {g(params.get('step_seconds'))} s"
+            f"{per if len(sizes) > 1 else g(params.get('step_users'))} clients a step"
+            f" {X} {g(params.get('steps'))} steps of {g(params.get('step_seconds'))} s"
         )
     elif scenario == "saturate":
         text = (
