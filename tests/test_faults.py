@@ -14,6 +14,7 @@ a poll asks for what it wants, and a held long poll is answered whole.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ import h2.connection
 import psutil
 import pytest
 
-from clients import Client, client_for
+from clients import Client, Subscription, client_for
 from tests.servers import BACKENDS, ServerProcess
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage
 
@@ -167,16 +168,25 @@ def after_restart_exactly_once(
     return gaps[0], before
 
 
+@contextlib.contextmanager
+def reading(name: str, url: str, room: str = "room") -> Iterator[Subscription]:
+    """A reader subscribed to ``room`` from the start, connected; closed afterwards."""
+    client = make_client(name, url)
+    try:
+        client.login("reader")
+        sub = client.subscribe(room, after=0)
+        assert sub.wait_connected(WAIT)
+        yield sub
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("name", TRANSPORTS)
 def test_sigterm_then_restart_resumes_without_loss_or_duplicate(
     backend: Callable[..., Restartable], name: str
 ) -> None:
     server = backend(name)
-    client = make_client(name, server.url)
-    try:
-        client.login("reader")
-        sub = client.subscribe("room", after=0)
-        assert sub.wait_connected(WAIT)
+    with reading(name, server.url) as sub:
         before = [f"before-{i}" for i in range(5)]
         send_all(name, server.url, "room", before)
         seen = receive_until(sub, lambda seen: len(texts(seen)) >= len(before))
@@ -187,8 +197,6 @@ def test_sigterm_then_restart_resumes_without_loss_or_duplicate(
         # A clean stop flushed every stream first: the gap covers nothing this client missed.
         assert gap.requested_after == max(getattr(m, "id", 0) or 0 for m in seen + queued)
         assert sub.reconnects >= 1
-    finally:
-        client.close()
 
 
 @pytest.mark.parametrize("name", TRANSPORTS)
@@ -196,11 +204,7 @@ def test_kill9_then_restart_signals_the_lost_history_with_a_gap(
     backend: Callable[..., Restartable], name: str
 ) -> None:
     server = backend(name)
-    reader = make_client(name, server.url)
-    try:
-        reader.login("reader")
-        sub = reader.subscribe("room", after=0)
-        assert sub.wait_connected(WAIT)
+    with reading(name, server.url) as sub:
         acked = send_all(name, server.url, "room", [f"old-{i}" for i in range(20)])
         seen = receive_until(sub, lambda seen: len(texts(seen)) >= 3)
         server.kill()  # some of the 20 may still be in flight: they die with the process
@@ -210,8 +214,6 @@ def test_kill9_then_restart_signals_the_lost_history_with_a_gap(
         # Never silent: every stored message was received, or lies past the gap's cursor.
         silently_lost = [i for i in acked if i not in got and i <= gap.requested_after]
         assert not silently_lost, f"lost without a gap: {silently_lost}"
-    finally:
-        reader.close()
 
 
 STALLABLE = ("sse", "ws", "ws-lean")
