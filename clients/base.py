@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import random
+import socket
 import ssl
 import threading
 import time
@@ -93,6 +94,25 @@ def refused_from_body(body: bytes | str, status: int | None) -> Refused:
 
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
+
+
+def connect(
+    host: str, port: int, timeout: float, context: ssl.SSLContext | None = None
+) -> socket.socket:
+    """A TCP connection with Nagle off (a chat message is one small write), in TLS when given
+    a context; any failure is a :class:`ClientError` and leaves no socket open."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise ClientError(f"cannot connect to {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host)
+    except (OSError, ssl.SSLError) as exc:
+        sock.close()
+        raise ClientError(f"cannot connect to {host}:{port}: {exc}") from exc
+    return sock
 
 
 def shared_ssl_context() -> ssl.SSLContext:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import h11
 
 from clients import idle, reading
-from clients.base import ClientError
+from clients.base import ClientError, connect
 
 __all__ = ["H1Connection", "Head"]
 
@@ -189,17 +189,7 @@ class H1Connection:
         if self._sock is not None and self._h11 is not None and not _closed_by_peer(self._sock):
             return self._sock, self._h11
         self.close()
-        try:
-            sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
-        except OSError as exc:
-            raise ClientError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._context is not None:
-                sock = self._context.wrap_socket(sock, server_hostname=self._host)
-        except (OSError, ssl.SSLError) as exc:
-            sock.close()
-            raise ClientError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
+        sock = connect(self._host, self._port, self._timeout, self._context)
         with self._lock:
             aborted = self._aborted
             self._sock, self._h11 = sock, h11.Connection(h11.CLIENT)

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clients import reading
-from clients.base import ClientError, SessionEnded, refused_from_body
+from clients.base import ClientError, SessionEnded, connect, refused_from_body
 from clients.duplex import DuplexClient
 from wirewise import protocol
 from wirewise.protocol import Hello, LoginRequest
@@ -71,12 +71,8 @@ class TcpClient(DuplexClient):
         self.address = (parts.hostname, parts.port)
 
     def _connect(self) -> socket.socket:
-        try:
-            sock = socket.create_connection(self.address, timeout=self.timeout)
-        except OSError as exc:
-            raise ClientError(f"cannot connect to {self.address}: {exc}") from exc
+        sock = connect(*self.address, self.timeout)
         sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
     def login(self, user: str) -> str:

@@ -47,6 +47,7 @@ from clients import idle, reading
 from clients.base import (
     ClientError,
     SessionEnded,
+    connect,
     refused_from_body,
     shared_ssl_context,
 )
@@ -287,14 +288,9 @@ class WsClient(DuplexClient):
         query = f"?{urlencode({'after': after})}" if after is not None else ""
         uri = parse_uri(f"{self.ws_base}/rooms/{room}/ws{query}")
         deadline = time.monotonic() + self.timeout
+        context = self._ssl_context() if uri.secure else None
+        sock = connect(uri.host, uri.port, self.timeout, context)
         try:
-            sock = socket.create_connection((uri.host, uri.port), timeout=self.timeout)
-        except OSError as exc:
-            raise ClientError(f"cannot connect: {exc}") from exc
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if uri.secure:
-                sock = self._ssl_context().wrap_socket(sock, server_hostname=uri.host)
             ws = ClientProtocol(uri, max_size=MAX_FRAME)
             early = self._handshake(sock, ws, deadline)
         except BaseException:
