@@ -1,6 +1,6 @@
-"""broadcast: one publisher per room sends at ``--rate`` messages per second (default 10); every
-other user only listens (notifications, tickers, dashboards). Rooms hold ``--room-size``
-listeners (default 0: one room for everyone).
+"""broadcast: one publisher sends ``--rate`` messages per second to each room (default 10);
+every other user only listens (notifications, tickers, dashboards). Rooms hold
+``--room-size`` listeners (default 0: one room for everyone).
 
     locust -f scenarios/broadcast.py --transport sse --host http://127.0.0.1:8000 -u 201 -r 100 --headless
 """
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 
-from scenarios._common import ChatUser, options, plain_scenario
+from scenarios._common import RECORDER, ChatUser, options, plain_scenario
 
 SCENARIO = "broadcast"
 
 
 def rooms(user: ChatUser) -> int:
     opts = options(user.environment)
-    listeners = max(1, opts.num_users - Publisher.fixed_count)
+    listeners = max(1, user.environment.parsed_options.num_users - Publisher.fixed_count)
     return max(1, math.ceil(listeners / opts.room_size)) if opts.room_size else 1
 
 
@@ -40,11 +40,9 @@ class Publisher(ChatUser):
     def pick_room(self) -> str:
         return f"{SCENARIO}-0"
 
-    def send_one(self, scheduled: float) -> None:
-        count = rooms(self)
-        self.sequence = getattr(self, "sequence", -1) + 1
-        self.room = f"{SCENARIO}-{self.sequence % count}"
-        super().send_one(scheduled)
+    def room_at(self, sequence: int) -> tuple[str, int]:
+        room = f"{SCENARIO}-{sequence % rooms(self)}"
+        return room, RECORDER.rooms.index(room)
 
     def rate_at(self, scheduled: float) -> float:
         return self.rate * rooms(self)  # --rate per room

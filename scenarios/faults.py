@@ -22,12 +22,17 @@ ones that a client without resume would have lost (``delivered_by_resume``).
 
 Run by hand (``locust -f scenarios/faults.py ...``) nothing is killed: the accounting then
 covers the slow consumer only. One Locust process: the accounting is not merged across workers.
+
+Unlike the other scenarios this one uses the full clients of :mod:`clients` (a reader thread
+per subscription, closed-loop sends that retry): their reconnect-and-resume logic is what it
+tests, and its figures are reliability, not latency under load.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,33 +42,24 @@ import gevent
 from gevent.event import Event
 from locust import events
 
-from clients import ClientError
+from clients import Client, ClientError, client_for
 from scenarios._common import (
+    CONTROLLER,
     ENV,
     RECORDER,
     ChatUser,
-    connected_receivers,
+    expected_receivers,
     is_worker,
-    open_window,
     options,
-    write_out,
 )
+from wirewise.ledger import RawMessages
+from wirewise.metrics import Histogram
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage
 
 SCENARIO = "faults"
 SLOW_ROOM = f"{SCENARIO}-slow"
 STALL_FROM, FLOOD_UNTIL, STALL_UNTIL = 0.05, 0.40, 0.45
 """Fractions of the window: the slow reader stalls, the flooder stops, the reader reads again."""
-
-
-@events.init_command_line_parser.add_listener
-def _arguments(parser: Any) -> None:
-    parser.add_argument("--kill-at", type=float, default=0.6, help="faults: window fraction")
-    parser.add_argument("--slow-bytes", type=int, default=32000, help="faults: flood size")
-    parser.add_argument("--slow-messages", type=int, default=600, help="faults: flood count")
-    parser.add_argument(
-        "--back-within", type=float, default=20.0, help="faults: seconds to wait for reconnects"
-    )
 
 
 class Ledger:
@@ -78,6 +74,8 @@ class Ledger:
         """key -> the server's ``ts`` (us) as a receiver saw it: which process stored it."""
         self.stall = Event()
         self.stall.set()  # set: reading; cleared while the slow reader stalls
+        self.latency = Histogram()
+        self.send_failed = 0
 
     def ack(self, room: str, key: str, msg_id: int, counted: bool) -> None:
         self.acked.setdefault(room, []).append((key, msg_id, time.time(), counted))
@@ -136,9 +134,51 @@ class FaultUser(ChatUser):
             self.receiver.connected_at = time.time()  # it started live: nothing before counts
             LEDGER.receivers.append(self.receiver)
 
+    def make_client(self) -> Client:  # type: ignore[override]
+        opts = options(self.environment)
+        kwargs: dict[str, Any] = {"timeout": 10.0}
+        if opts.transport == "poll":
+            kwargs["interval"] = opts.poll_interval
+        elif opts.transport == "longpoll":
+            kwargs["wait"] = opts.longpoll_wait
+        return client_for(opts.transport, self.host, **kwargs)
+
+    def subscribe(self, deadline: float) -> None:
+        self.sub = self.client.subscribe(self.room, after=None, on_message=self.on_message)
+        if not self.sub.wait_connected(max(0.0, deadline - time.monotonic())):
+            raise ClientError(f"{self.name} could not subscribe to {self.room}")
+        RECORDER.connected[self.room] += 1
+
     def on_message(self, message: ServerMessage) -> None:
         self.receiver.record(message)
-        super().on_message(message)
+        if (
+            isinstance(message, NewMessage)
+            and message.sent_at is not None
+            and self.in_window(message.sent_at)
+        ):
+            LEDGER.latency.record(time.time_ns() // 1000 - message.sent_at)
+
+    @staticmethod
+    def in_window(scheduled_us: int) -> bool:
+        window = RECORDER.window
+        return window is not None and window[0] <= scheduled_us < window[1]
+
+    def act(self) -> None:
+        """Closed loop on purpose: each send waits for its answer (and retries, as a client does)."""
+        if not self.sends:
+            gevent.sleep(3600)
+            return
+        while RECORDER.window is None:
+            gevent.sleep(0.05)
+        start, end = (t / 1e6 for t in RECORDER.window)
+        next_at = start + random.uniform(0, 1.0 / self.rate)
+        while next_at < end:
+            now = time.time()
+            if next_at > now:
+                gevent.sleep(next_at - now)
+            self.send_one(next_at)
+            next_at += 1.0 / self.rate
+        gevent.sleep(3600)
 
     def send_one(self, scheduled: float) -> None:
         """ChatUser's send, with a key in the text and the acknowledged id kept."""
@@ -148,17 +188,14 @@ class FaultUser(ChatUser):
         key = f"{self.name}:{self.sequence}"
         text = f"{key}:{self.text}"[: max(len(self.text), len(key) + 1)]
         try:
-            msg_id = self.client.send(self.room, text, sent_at=scheduled_us)
+            msg_id = self.client.send(self.room, text, sent_at=scheduled_us)  # type: ignore[call-arg]
         except ClientError as exc:
-            RECORDER.send_failed += 1
+            LEDGER.send_failed += 1
             self.fire(time.time() - began, exc)
             return
         took = time.time() - began
-        counted = RECORDER.in_window(scheduled_us) or self.room == SLOW_ROOM
+        counted = self.in_window(scheduled_us) or self.room == SLOW_ROOM
         LEDGER.ack(self.room, key, msg_id, counted)
-        if self.room != SLOW_ROOM:  # the flood is checked by the ledger, not timed
-            lag_us = max(0, int((began - scheduled) * 1e6))
-            RECORDER.sent_ok(self.room, scheduled_us, int(took * 1e6), lag_us, None)
         self.fire(took, None)
 
     def fire(self, seconds: float, exc: Exception | None) -> None:
@@ -179,7 +216,7 @@ class Member(FaultUser):
     def pick_room(self) -> str:
         opts = options(self.environment)
         size = opts.room_size or self.default_room_size
-        members = max(1, opts.num_users - 2)
+        members = max(1, self.environment.parsed_options.num_users - 2)
         return f"{SCENARIO}-{self.number % max(1, math.ceil(members / size))}"
 
 
@@ -210,7 +247,7 @@ class Flooder(FaultUser):
         while RECORDER.window is None:
             gevent.sleep(0.05)
         opts = options(self.environment)
-        start, end = RECORDER.window
+        start, end = (t / 1e6 for t in RECORDER.window)
         length = end - start
         self.text = "f" * opts.slow_bytes
         gevent.sleep(max(0.0, start + STALL_FROM * length - time.time()))
@@ -242,13 +279,13 @@ def _open_window(environment: Any) -> None:
     """The window opens once every receiver is subscribed (or after 60 s of waiting): the
     ledger expects each message of the window from every receiver of its room."""
     opts = options(environment)
-    receivers = opts.num_users - Flooder.fixed_count
-    deadline = time.time() + 60
-    while connected_receivers() < receivers and time.time() < deadline:
-        gevent.sleep(0.1)
-    start = time.time() + opts.warmup
+    CONTROLLER.notes["connect"] = CONTROLLER.wait_connected(
+        environment, expected_receivers(environment), 60.0
+    )
+    CONTROLLER.notes["settle"] = CONTROLLER.settle(environment)
+    start = time.time() + 0.5
     end = start + opts.measure
-    open_window(environment, start, end)
+    CONTROLLER.open_window(environment, start, end)
     path = plan_path(environment, "faults-plan.json")
     if path is not None:
         kill_at = start + opts.kill_at * (end - start)
@@ -284,7 +321,7 @@ def back(receiver: Receiver, restart: dict[str, float]) -> float | None:
 
 
 def opts_drain(environment: Any) -> float:
-    return float(options(environment).drain)
+    return min(float(options(environment).drain), 2.0)
 
 
 def stored_by_old(key: str, killed: float) -> bool:
@@ -371,12 +408,27 @@ def _quitting(environment: Any, **kwargs: Any) -> None:
     path = plan_path(environment, "faults-restart.json")
     restart = json.loads(path.read_text()) if path is not None and path.exists() else None
     opts = options(environment)
-    write_out(
-        environment,
-        SCENARIO,
-        {
-            "room_size": opts.room_size or Member.default_room_size,
-            "faults": accounting(restart),
-            "slow_bytes": opts.slow_bytes,
+    window = RECORDER.window or (0, 0)
+    result = {
+        "scenario": SCENARIO,
+        "transport": opts.transport,
+        "options": opts.as_dict(),
+        "users": environment.parsed_options.num_users,
+        "window": {"start": window[0] / 1e6, "end": window[1] / 1e6},
+        "room_size": opts.room_size or Member.default_room_size,
+        "faults": accounting(restart),
+        "slow_bytes": opts.slow_bytes,
+        "latency": LEDGER.latency.encode(),
+        "send_failed": LEDGER.send_failed,
+        "load_generator": {
+            "processes": 1,
+            "missing_processes": 0,
+            "cpu_percent_max": [RECORDER.cpu_max],
         },
-    )
+        "receipt": {"clock": "process"},
+        **CONTROLLER.notes,
+    }
+    out = opts.wirewise_out
+    if out:
+        RawMessages(rooms=[], receivers=[]).save(Path(out).with_name("messages.npz"))
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")

@@ -7,22 +7,16 @@ high-frequency traffic both ways, a multiplayer game's state updates.
 
 from __future__ import annotations
 
-from scenarios._common import ChatUser, options, payload, plain_scenario
+from scenarios._common import ChatUser, plain_scenario
 
 SCENARIO = "game"
-GAME_PAYLOAD = 50
 
 
 class Player(ChatUser):
     scenario = SCENARIO
     default_rate = 20.0
     default_room_size = 4
-
-    def on_start(self) -> None:
-        super().on_start()
-        opts = options(self.environment)
-        if opts.payload_bytes == 100:  # the general default: a game update is smaller
-            self.text = payload(GAME_PAYLOAD)
+    default_payload = 50
 
 
 plain_scenario(SCENARIO)

@@ -1,8 +1,11 @@
 """saturate: a fixed crowd of chatters whose send rate grows by ``--rate-factor`` every
-``--step-seconds``, until a step's p99 delivery latency breaks ``--latency-bound-ms``, a
-message is lost, or the load generator itself saturates (it says which stopped it).
+``--step-seconds``, until the transport's knee: a step whose p99 delivery latency breaks
+``--latency-bound-ms``, or during which the server's CPU reached ``--knee-cpu`` % (given
+``--server-pid``). The ramp never lets the load generator become the limit: before each step
+it predicts its own CPU from the last step's (rates grow by the factor) and stops short of
+``--generator-limit`` %, saying so, because past it the generator would measure itself.
 
-The highest step that held the bound with every message delivered is the throughput at the
+The highest step below the knee with every message delivered is the throughput at the
 latency bound; the steps together draw the "hockey stick" of latency against load.
 
     locust -f scenarios/saturate.py --transport ws --host http://127.0.0.1:8000 -u 50 -r 50 --rate 2 --headless
@@ -17,19 +20,20 @@ import gevent
 from locust import events
 
 from scenarios._common import (
+    CONTROLLER,
     ENV,
     RECORDER,
     ChatUser,
+    expected_receivers,
     is_worker,
-    open_window,
     options,
-    stop_at,
-    write_out,
 )
+from wirewise.metrics import Histogram
+from wirewise.sampler import cpu_seconds
 
 SCENARIO = "saturate"
-GENERATOR_CPU_LIMIT = 90.0
-"""A load generator above this CPU percent measures itself, not the server."""
+EVALUATE_AFTER = 0.5
+"""Seconds after a step's end before its latency is read (its last deliveries in flight)."""
 
 
 def step_rate(base: float, factor: float, step: int) -> float:
@@ -41,86 +45,104 @@ class Saturator(ChatUser):
     default_rate = 2.0
     default_room_size = 10
 
-    def step_of(self, scheduled_us: int | None) -> int | None:
-        window = RECORDER.window
-        if window is None or scheduled_us is None:
-            return None
-        step_seconds = options(self.environment).step_seconds
-        return max(0, int((scheduled_us / 1e6 - window[0]) // step_seconds))
-
     def rate_at(self, scheduled: float) -> float:
         opts = options(self.environment)
-        step = self.step_of(int(scheduled * 1e6)) or 0
+        window = RECORDER.window
+        step = (
+            0 if window is None else max(0, int((scheduled - window[0] / 1e6) // opts.step_seconds))
+        )
         return step_rate(self.rate, opts.rate_factor, step)
-
-
-def verdict(step: int, bound_ms: float, report_wait: float) -> str | None:
-    """Why step ``step`` ends the ramp, or None when it held."""
-    data = RECORDER.steps.get(step)
-    if data is None or data.sent == 0:
-        return "load_generator: no message was sent in the step"
-    latency = data.latency
-    if latency.count and latency.hdr.get_value_at_percentile(99) / 1000 > bound_ms:
-        return "latency_bound"
-    lag = data.lag
-    if lag.count and lag.hdr.get_value_at_percentile(99) / 1000 > bound_ms:
-        return "load_generator: senders fell behind their schedule"
-    if RECORDER.cpu_max > GENERATOR_CPU_LIMIT:
-        return f"load_generator: CPU above {GENERATOR_CPU_LIMIT:g}%"
-    return None
 
 
 def control_loop() -> None:
     environment = ENV.environment
     assert environment is not None
     opts = options(environment)
-    distributed = (
-        environment.runner is not None and type(environment.runner).__name__ == "MasterRunner"
+    base = opts.rate or Saturator.default_rate
+    CONTROLLER.notes["connect"] = CONTROLLER.wait_connected(
+        environment, expected_receivers(environment), 120.0
     )
-    report_wait = 3.5 if distributed else 0.5  # worker reports come every 3 s
-    start = time.time() + opts.warmup
+    CONTROLLER.notes["settle"] = CONTROLLER.settle(environment)
+    CONTROLLER.notes["receivers_at_open"] = dict(CONTROLLER.merged(environment)["connected"])
+    start = time.time() + 0.2
     end = start + opts.step_seconds * opts.steps
-    open_window(environment, start, end)
+    CONTROLLER.open_window(environment, start, end, opts.step_seconds)
     for step in range(opts.steps):
-        step_end = start + (step + 1) * opts.step_seconds
-        gevent.sleep(max(0.0, step_end + report_wait - time.time()))
-        RECORDER.cpu_max = max(RECORDER.cpu_max, RECORDER.sample_cpu())
-        reason = verdict(step, opts.latency_bound_ms, report_wait)
-        RECORDER.step_marks.append(
-            {
-                "step": step,
-                "start": step_end - opts.step_seconds,
-                "end": step_end,
-                "rate_per_user": step_rate(
-                    opts.rate or Saturator.default_rate, opts.rate_factor, step
-                ),
-            }
+        step_start = start + step * opts.step_seconds
+        step_end = step_start + opts.step_seconds
+        server_before = cpu_seconds(opts.server_pid) if opts.server_pid else None
+        generator = 0.0
+        gevent.sleep(max(0.0, step_start - time.time()))
+        while time.time() < step_end:
+            gevent.sleep(min(0.5, max(0.0, step_end - time.time())))
+            generator = max(generator, CONTROLLER.merged(environment)["cpu_percent"])
+        server_after = cpu_seconds(opts.server_pid) if opts.server_pid else None
+        server = (
+            None
+            if server_before is None or server_after is None
+            else (server_after - server_before) / opts.step_seconds * 100
         )
+        gevent.sleep(max(opts.latency_bound_ms / 1000, EVALUATE_AFTER))
+        CONTROLLER.merged(environment)  # folds the latest step latencies in
+        latency = CONTROLLER.step_latency.get(step, Histogram())
+        p99 = latency.hdr.get_value_at_percentile(99) / 1000 if latency.count else None
+        mark = {
+            "step": step,
+            "start": step_start,
+            "end": step_end,
+            "rate_per_user": step_rate(base, opts.rate_factor, step),
+            "server_cpu_percent": None if server is None else round(server, 1),
+            "generator_cpu_percent": round(generator, 1),
+            "p99_ms_online": p99,
+        }
+        CONTROLLER.steps.append(mark)
+        reason = knee(opts, p99, server, latency.count)
+        if (
+            reason is None
+            and step + 1 < opts.steps
+            and generator * opts.rate_factor > opts.generator_limit
+        ):
+            reason = (
+                f"load_generator: the next step would need ~{generator * opts.rate_factor:.0f} % of"
+                f" the generator's core (limit {opts.generator_limit:g} %)"
+            )
         if reason is not None:
-            RECORDER.stopped_by = reason
+            CONTROLLER.stopped_by = reason
+            CONTROLLER.open_window(environment, start, step_end, opts.step_seconds)
+            end = step_end
             break
     else:
-        RECORDER.stopped_by = "max_steps: the bound held at every rate tried"
-    if opts.headless:
-        stop_at(environment, time.time() + 0.1)
+        CONTROLLER.stopped_by = "max_steps: no knee within the steps tried"
+    CONTROLLER.notes["drain"] = CONTROLLER.drain(environment, end)
+    CONTROLLER.write(
+        environment,
+        SCENARIO,
+        {
+            "latency_bound_ms": opts.latency_bound_ms,
+            "rate_factor": opts.rate_factor,
+            "base_rate": base,
+        },
+    )
+    if environment.runner is not None:
+        environment.runner.quit()
+
+
+def knee(opts: Any, p99: float | None, server_cpu: float | None, count: int) -> str | None:
+    """Why a step is the knee, or None when it held."""
+    if not count:
+        return "latency_bound: no delivery was timed in the step"
+    if p99 is not None and p99 > opts.latency_bound_ms:
+        return f"latency_bound: p99 {p99:.1f} ms over {opts.latency_bound_ms:g} ms"
+    if server_cpu is not None and server_cpu >= opts.knee_cpu:
+        return f"server_cpu: the server used {server_cpu:.0f} % of its core"
+    return None
+
+
+_STARTED: list[bool] = []
 
 
 @events.spawning_complete.add_listener
 def _spawned(user_count: int, **kwargs: Any) -> None:
-    if not is_worker(ENV.environment) and RECORDER.window is None:
+    if not is_worker(ENV.environment) and not _STARTED:
+        _STARTED.append(True)
         gevent.spawn(control_loop)
-
-
-@events.quitting.add_listener
-def _quitting(environment: Any, **kwargs: Any) -> None:
-    if not is_worker(environment):
-        opts = options(environment)
-        write_out(
-            environment,
-            SCENARIO,
-            {
-                "latency_bound_ms": opts.latency_bound_ms,
-                "rate_factor": opts.rate_factor,
-                "base_rate": opts.rate or Saturator.default_rate,
-            },
-        )

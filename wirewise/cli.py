@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import sys
 import threading
@@ -125,7 +126,7 @@ def bench(
         list[str] | None,
         typer.Option(
             "--scenario",
-            help="chat | broadcast | idle | saturate | game (repeatable; default: all, or chat/broadcast/idle with --quick)",
+            help="chat | broadcast | idle | saturate | game | faults (repeatable; default: all, or chat/broadcast/idle with --quick)",
         ),
     ] = None,
     transport: Annotated[
@@ -141,8 +142,11 @@ def bench(
             help="Every transport over chat, broadcast and idle at small scale (minutes)."
         ),
     ] = False,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Runs of each scenario x transport, interleaved (ABC ABC).")
+    ] = 1,
     users: Annotated[
-        int | None, typer.Option(help="Users per run (idle: connections at the top step).")
+        int | None, typer.Option(min=1, help="Users per run (idle: connections at the top step).")
     ] = None,
     rate: Annotated[
         float | None,
@@ -152,15 +156,18 @@ def bench(
         float | None, typer.Option(help="Seconds measured per run (idle/saturate: over all steps).")
     ] = None,
     poll_interval: Annotated[float, typer.Option(help="Short polling interval, seconds.")] = 1.0,
-    payload_bytes: Annotated[int, typer.Option(help="Characters of message text.")] = 100,
+    payload_bytes: Annotated[int, typer.Option(min=1, help="Characters of message text.")] = 100,
     room_size: Annotated[
-        int | None, typer.Option(help="Users per room (default: by scenario).")
+        int | None, typer.Option(min=1, help="Users per room (default: by scenario).")
     ] = None,
     latency_bound_ms: Annotated[
         float, typer.Option(help="saturate: the p99 bound that ends the ramp.")
     ] = 100.0,
     processes: Annotated[
-        int, typer.Option(help="Locust processes (histograms are merged at the master).")
+        int,
+        typer.Option(
+            min=1, help="Locust processes (worker processes; their ledgers merge at the master)."
+        ),
     ] = 1,
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
 ) -> None:
@@ -180,11 +187,12 @@ def bench(
         latency_bound_ms,
         processes,
         out,
+        repeat,
     )
     console = wide_console()
     started = time.monotonic()
     run_dir, summary = measure(plan, console)
-    print_summary(summary, console, title=f"wirewise bench: {run_dir.name}")
+    print_summary(summary.to_json(), console, title=f"wirewise bench: {run_dir.name}")
     console.print(f"wrote {run_dir / 'summary.json'} ({time.monotonic() - started:.0f} s)")
 
 
@@ -201,23 +209,31 @@ def make_plan(
     latency_bound_ms: float,
     processes: int,
     out: Path,
+    repeat: int = 1,
 ) -> Any:
-    from wirewise.runner import BACKENDS, QUICK_SCENARIOS, SCENARIOS, Plan
+    from wirewise.plan import QUICK_SCENARIOS, SCENARIOS, Plan
+    from wirewise.registry import BACKENDS, TRANSPORTS
 
     chosen = tuple(scenario or (QUICK_SCENARIOS if quick else SCENARIOS))
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         raise typer.BadParameter(f"unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")
-    wanted = transport or [b.transport for b in BACKENDS]
-    backends = tuple(b for b in BACKENDS if b.transport in wanted)
-    if not backends or set(wanted) - {b.transport for b in BACKENDS}:
-        raise typer.BadParameter(
-            f"unknown transport in {wanted}; one of poll, longpoll, sse, h2, ws, tcp"
-        )
+    wanted = transport or list(TRANSPORTS)
+    if set(wanted) - set(TRANSPORTS):
+        raise typer.BadParameter(f"unknown transport in {wanted}; one of {', '.join(TRANSPORTS)}")
+    for name, value in (
+        ("--rate", rate),
+        ("--duration", duration),
+        ("--poll-interval", poll_interval),
+        ("--latency-bound-ms", latency_bound_ms),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise typer.BadParameter(f"{name} must be a positive number, not {value}")
     return Plan(
         scenarios=chosen,
-        backends=backends,
+        backends=tuple(b for b in BACKENDS if b.transport in wanted),
         quick=quick,
+        repeat=repeat,
         users=users,
         rate=rate,
         duration=duration,
@@ -244,26 +260,81 @@ def interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def measure(plan: Any, console: Any) -> tuple[Path, dict[str, Any]]:
-    """Run the bench with a progress bar."""
-    interrupt_on_sigterm()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def duration_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
-    from wirewise.runner import plan_runs, run_bench
+
+def measure(plan: Any, console: Any) -> tuple[Path, Any]:
+    """Run the bench: a progress bar with an ETA and a line per finished run on a terminal,
+    plain lines otherwise (a log shows each run as it ends)."""
+    interrupt_on_sigterm()
+    from wirewise.bench import Progress, run_bench
+
+    def line(event: Progress) -> str:
+        mark = "ok     " if event.valid else "INVALID"
+        return f"[{event.index}/{event.total}] {mark} {event.run.name}: {event.headline}"
+
+    if not console.is_terminal:
+
+        def plain(event: Progress) -> None:
+            if event.kind == "start":
+                console.print(
+                    f"[{event.index + 1}/{event.total}] {event.run.name} ... (about"
+                    f" {duration_text(event.eta_s)} left)",
+                    highlight=False,
+                )
+            else:
+                console.print(line(event), highlight=False)
+
+        return run_bench(plan, list(ARGV), plain)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
 
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
     )
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("starting", total=len(plan_runs(plan)))
+    with Bar(*columns, console=console) as bar:
+        task = bar.add_task("starting", total=len(plan_runs_of(plan)), eta="?")
 
-        def progress(label: str, done: float) -> None:
-            bar.update(task, description=f"{label:<24}", completed=done)
+        def update(event: Progress) -> None:
+            if event.kind == "done":
+                bar.console.print(line(event), highlight=False)
+            bar.update(
+                task,
+                description=f"{event.run.name:<28}",
+                completed=event.index,
+                eta=duration_text(event.eta_s),
+            )
 
-        return run_bench(plan, list(ARGV), progress)
+        return run_bench(plan, list(ARGV), update)
+
+
+def plan_runs_of(plan: Any) -> list[Any]:
+    from wirewise.plan import plan_runs
+
+    return plan_runs(plan)
+
+
+@app.command()
+def summarize(
+    run: Annotated[Path, typer.Argument(help="A results run directory (its raw files).")],
+) -> None:
+    """Rebuild a run's summary.json from its raw files (the same figures, every time)."""
+    from wirewise.console import print_summary
+    from wirewise.summarize import summarize_run
+
+    if not (run / "metadata.json").is_file():
+        raise typer.BadParameter(f"{run} holds no bench run (no metadata.json)")
+    summary = summarize_run(run)
+    console = wide_console()
+    print_summary(summary.to_json(), console, title=f"wirewise summarize: {run.name}")
+    console.print(f"wrote {run / 'summary.json'}")
 
 
 @app.command()
@@ -314,15 +385,15 @@ def compare(
     console = wide_console()
     started = time.monotonic()
     run_dir, summary = measure(plan, console)
-    print_summary(summary, console, title=f"wirewise compare: {run_dir.name}")
+    print_summary(summary.to_json(), console, title=f"wirewise compare: {run_dir.name}")
     write_report(run_dir, reports, console)
     console.print(f"results in {run_dir}; {time.monotonic() - started:.0f} s in all")
 
 
 def find_run(results: Path | None) -> Path:
     """The run to read: the one given, else the newest under ./results, else the bundled one."""
+    from wirewise.plan import ROOT
     from wirewise.results import newest_run
-    from wirewise.runner import ROOT
 
     if results is not None:
         return results

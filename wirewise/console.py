@@ -10,9 +10,7 @@ from rich.table import Table
 
 
 def label(result: dict[str, Any]) -> str:
-    server = result["server"]
-    plain = {"uvicorn", "hypercorn", "asyncio"}
-    return result["transport"] if server in plain else f"{result['transport']}@{server}"
+    return str(result["label"])
 
 
 def fmt(value: float | int | None, unit: str = "", digits: int = 1) -> str:
@@ -39,8 +37,10 @@ def results_table(summary: dict[str, Any], title: str = "") -> Table:
         ("bytes/msg down", "right"),
         ("bytes/msg up", "right"),
         ("CPU ms/1k", "right"),
+        ("gen/server us", "right"),
         ("RSS/conn", "right"),
         ("kernel/conn", "right"),
+        ("valid", "left"),
         ("!", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -59,11 +59,21 @@ def results_table(summary: dict[str, Any], title: str = "") -> Table:
             fmt(wire["down"], digits=0),
             fmt(wire["up"], digits=0),
             fmt(result["server_cpu_ms_per_1k_msgs"], digits=1),
+            ratio(result["load_generator"]),
             kib(memory["rss_bytes"]),
             kib(memory["kernel_bytes"]),
+            "yes" if result["validity"]["valid"] else "[red]NO[/]",
             str(len(result["warnings"])) if result["warnings"] else "",
         )
     return table
+
+
+def ratio(generator: dict[str, Any]) -> str:
+    """The load generator's CPU per delivery against the server's: "7.1/20.3"."""
+    mine, theirs = generator.get("cpu_us_per_delivery"), generator.get("server_cpu_us_per_delivery")
+    if mine is None or theirs is None:
+        return "-"
+    return f"{mine:,.1f}/{theirs:,.1f}"
 
 
 def grouped_warnings(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -81,6 +91,10 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, title
     """The table, then every warning (similar ones on one line, naming each run)."""
     console = console or Console()
     console.print(results_table(summary, title))
+    for result in summary["results"]:
+        if not result["validity"]["valid"]:
+            for why in result["validity"]["reasons"]:
+                console.print(f"[red]invalid {result['scenario']}/{label(result)}:[/] {why}")
     for text, runs in grouped_warnings(summary):
         where = runs[0] if len(runs) == 1 else f"{len(runs)} runs ({', '.join(runs)})"
         example = text if len(runs) == 1 else f"{text} (numbers vary)"

@@ -39,16 +39,20 @@ class Histogram:
         self.clamped = 0
 
     def record(self, micros: int) -> None:
+        self.record_count(micros, 1)
+
+    def record_count(self, micros: int, count: int) -> None:
+        """Record ``count`` values of ``micros`` at once."""
         if micros < LOWEST_US:
             micros = LOWEST_US  # receipt in the same microsecond (or a clock step back)
         elif micros > HIGHEST_US:
             micros = HIGHEST_US
-            self.clamped += 1
+            self.clamped += count
         shift = micros.bit_length() - self._shift_bits
         if shift > 0:
             micros = micros >> shift << shift  # the bucket's lowest value
         pending = self._pending
-        pending[micros] = pending.get(micros, 0) + 1
+        pending[micros] = pending.get(micros, 0) + count
 
     @property
     def hdr(self) -> HdrHistogram:

@@ -116,6 +116,10 @@ class Sample:
     """Sum of the load-generator processes' CPU percent since the previous sample."""
     loadgen_cpu_percent_max_single: float
     """The busiest single load-generator process: each uses one core, so this one saturates."""
+    loadgen_cpu_s: float = 0.0
+    """CPU seconds of every load-generator process so far (those that ended included)."""
+    bench_cpu_s: float | None = None
+    """CPU seconds of the process that samples (the bench itself), on the generator's core."""
 
 
 def sockstat(path: str = SOCKSTAT) -> dict[str, dict[str, int]]:
@@ -238,6 +242,18 @@ def _process_cpu_s(proc: psutil.Process) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of process ``pid`` so far (schedstat's nanoseconds), None when it is gone."""
+    seconds = _precise_cpu_s(pid)
+    if seconds is None:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except PROCESS_GONE:
+            return None
+        seconds = times.user + times.system
+    return seconds
+
+
 def _precise_cpu_s(pid: int) -> float | None:
     """CPU seconds of every thread of ``pid`` from /proc/<pid>/task/*/schedstat (nanoseconds).
 
@@ -285,6 +301,7 @@ class Sampler:
         self.errors: list[str] = []
         self._server: psutil.Process | None = None
         self._loadgen: dict[int, psutil.Process] = {}
+        self._loadgen_last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # The runner's sample(uss=True) may run while the thread samples; one at a time keeps
@@ -294,6 +311,15 @@ class Sampler:
             self._server = psutil.Process(server_pid)
         except PROCESS_GONE:
             self._server = None
+
+    def follow(self, server_pid: int) -> None:
+        """Sample another server process from now on (a restarted one)."""
+        with self._sampling:
+            self.server_pid = server_pid
+            try:
+                self._server = psutil.Process(server_pid)
+            except PROCESS_GONE:
+                self._server = None
 
     def start(self) -> None:
         """Take a first sample now (it primes the CPU percentages), then one every interval."""
@@ -348,6 +374,8 @@ class Sampler:
             kernel_slab_bytes=kernel_slab_bytes(),
             loadgen_cpu_percent=total,
             loadgen_cpu_percent_max_single=busiest,
+            loadgen_cpu_s=self._loadgen_seconds(),
+            bench_cpu_s=cpu_seconds(os.getpid()),
         )
 
     def _server_figures(self, uss: bool) -> tuple[int | None, int | None, float | None, int | None]:
@@ -362,6 +390,14 @@ class Sampler:
             cpu_s = _or_none(lambda: _process_cpu_s(proc))
             fds = _or_none(proc.num_fds)
         return rss, uss_bytes, cpu_s, fds
+
+    def _loadgen_seconds(self) -> float:
+        """Cumulative CPU seconds of the load generators (a process that ended keeps its last)."""
+        for pid in list(self._loadgen):
+            seconds = cpu_seconds(pid)
+            if seconds is not None:
+                self._loadgen_last[pid] = seconds
+        return math.fsum(self._loadgen_last.values())
 
     def _loadgen_cpu(self) -> tuple[float, float]:
         """(sum, max) of the load generators' CPU percent since the previous sample.
@@ -418,6 +454,20 @@ class ConnCounters(NamedTuple):
     """bytes_acked: payload the server sent that the client acknowledged."""
     received: int
     """bytes_received: payload the server received, in order, without duplicates."""
+    segments_out: int = 0
+    """segs_out: every segment the server sent (data, ACKs, SYN, FIN, retransmissions)."""
+    segments_in: int = 0
+    """segs_in: every segment the server received."""
+    header: int = 52
+    """Bytes of IP and TCP header per segment: 20 + 20, +12 with timestamps, +20 for IPv6."""
+
+    @property
+    def wire_sent(self) -> int:
+        return self.sent + self.segments_out * self.header
+
+    @property
+    def wire_received(self) -> int:
+        return self.received + self.segments_in * self.header
 
 
 def _counter(line: str, name: str) -> int:
@@ -427,6 +477,13 @@ def _counter(line: str, name: str) -> int:
         return 0
     match = _DIGITS.match(line, at + len(name))
     return int(match.group()) if match else 0
+
+
+def header_bytes(local: str, info: str) -> int:
+    """IP + TCP header bytes per segment: IPv6 40 or IPv4 20, TCP 20, timestamps 12."""
+    ip = 40 if local.startswith("[") and not local.startswith("[::ffff:") else 20
+    timestamps = 12 if info.startswith("\t ts ") or " ts " in info[:40] else 0
+    return ip + 20 + timestamps
 
 
 def parse_ss_info(text: str) -> dict[tuple[str, str], ConnCounters]:
@@ -442,9 +499,18 @@ def parse_ss_info(text: str) -> dict[tuple[str, str], ConnCounters]:
         at = rest.find("sk:")
         cookie = rest[at + 3 :].split(None, 1)[0] if at >= 0 else None
         result[(local, peer)] = ConnCounters(
-            cookie, _counter(info, "bytes_acked:"), _counter(info, "bytes_received:")
+            cookie,
+            _counter(info, "bytes_acked:"),
+            _counter(info, "bytes_received:"),
+            _counter(info, "segs_out:"),
+            _counter(info, "segs_in:"),
+            header_bytes(local, info),
         )
     return result
+
+
+COUNTED = ("sent", "received", "wire_sent", "wire_received")
+"""What ByteCounter sums: payload each way, and the same with every segment's headers."""
 
 
 @dataclass
@@ -452,20 +518,19 @@ class _Conn:
     """What ByteCounter keeps per connection: the highest counters seen, and the baseline."""
 
     cookie: str | None
-    sent: int = 0
-    received: int = 0
-    base_sent: int = 0
-    base_received: int = 0
+    now: list[int]
+    base: list[int]
 
 
 class ByteCounter:
-    """Payload bytes each way over every TCP connection to ``port``, from the kernel's counters.
+    """Bytes each way over every TCP connection to ``port``, from the kernel's counters.
 
-    Server-to-client bytes are ``bytes_acked``, not ``bytes_sent``: bytes_sent (RFC 4898
-    HCDataOctetsOut) counts retransmissions again, while bytes_acked counts each byte once, when
-    the client has it, which makes it the mirror of ``bytes_received`` (in-order payload, without
-    duplicates) used for client-to-server. Both count TCP payload, not headers. On loopback the
-    two differ only by what is in flight at the instant of the poll.
+    Payload: server-to-client bytes are ``bytes_acked``, not ``bytes_sent``: bytes_sent (RFC
+    4898 HCDataOctetsOut) counts retransmissions again, while bytes_acked counts each byte once,
+    when the client has it, which makes it the mirror of ``bytes_received`` (in-order payload,
+    without duplicates) used for client-to-server. On the wire: the payload plus the IP and
+    TCP headers of every segment each way (``segs_out``, ``segs_in``: ACKs included), which is
+    what a thin link carries.
 
     Known limit: the kernel forgets a connection's counters when it closes, so bytes it moved
     after its last poll are missed. The runner polls every 0.25-0.5 s, and the report says so.
@@ -481,9 +546,10 @@ class ByteCounter:
         self.port = port
         self._argv = [ss, "-tineH", *_port_filter(port)]
         self._conns: dict[tuple[str, str], _Conn] = {}
-        self._closed_sent = 0
-        self._closed_received = 0
+        self._closed = [0] * len(COUNTED)
         self._lock = threading.Lock()
+        self.header: int | None = None
+        """IP + TCP header bytes per segment of the connections seen (52: IPv4, timestamps)."""
 
     def read(self) -> dict[tuple[str, str], ConnCounters]:
         """The counters of every established connection to the port, now."""
@@ -504,32 +570,39 @@ class ByteCounter:
                 if conn is not None and conn.cookie != counters.cookie:
                     self._close(key)
                     conn = None
+                values = [getattr(counters, name) for name in COUNTED]
+                self.header = counters.header
                 if conn is None:
-                    conn = self._conns[key] = _Conn(counters.cookie)
-                conn.sent = max(conn.sent, counters.sent)
-                conn.received = max(conn.received, counters.received)
+                    self._conns[key] = _Conn(counters.cookie, values, [0] * len(COUNTED))
+                else:
+                    conn.now = [max(a, b) for a, b in zip(conn.now, values, strict=True)]
 
     def _close(self, key: tuple[str, str]) -> None:
         conn = self._conns.pop(key)
-        self._closed_sent += conn.sent - conn.base_sent
-        self._closed_received += conn.received - conn.base_received
+        for i, (now, base) in enumerate(zip(conn.now, conn.base, strict=True)):
+            self._closed[i] += now - base
 
     def reset(self) -> None:
         """Count from now: poll, then take each present connection's counters as its baseline."""
         self.poll()
         with self._lock:
-            self._closed_sent = self._closed_received = 0
+            self._closed = [0] * len(COUNTED)
             for conn in self._conns.values():
-                conn.base_sent, conn.base_received = conn.sent, conn.received
+                conn.base = list(conn.now)
 
     def totals(self) -> tuple[int, int]:
         """(server-to-client, client-to-server) payload bytes since reset(), as of the last poll."""
+        every = self.all_totals()
+        return every["sent"], every["received"]
+
+    def all_totals(self) -> dict[str, int]:
+        """Every counter of :data:`COUNTED` since reset(), as of the last poll."""
         with self._lock:
-            sent = self._closed_sent + sum(c.sent - c.base_sent for c in self._conns.values())
-            received = self._closed_received + sum(
-                c.received - c.base_received for c in self._conns.values()
-            )
-        return sent, received
+            totals = list(self._closed)
+            for conn in self._conns.values():
+                for i, (now, base) in enumerate(zip(conn.now, conn.base, strict=True)):
+                    totals[i] += now - base
+        return dict(zip(COUNTED, totals, strict=True))
 
 
 # --- fitting -----------------------------------------------------------------------------

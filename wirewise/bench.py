@@ -1,0 +1,408 @@
+"""``wirewise bench``: run every scenario x backend x repeat, write the raw files, summarise.
+
+For each run: start the backend alone on core 0 (or reuse it, ``--quick``); plan the load so
+that the generator stays under its CPU limit (:class:`Headroom`); start Locust on the other
+core(s); sample the server, the kernel and the load generator while it runs; read the
+kernel's TCP counters of the server's connections; write ``run.json``, ``samples.jsonl`` and
+``bytes.jsonl`` beside Locust's ``scenario.json`` and ``messages.npz``. At the end,
+:func:`wirewise.summarize.summarize_run` turns the raw files into ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from scenarios._options import ScenarioOptions
+from wirewise.faults import FAULT_SETTINGS, Faults, server_stats
+from wirewise.plan import ROOT, Plan, Run, expected_seconds, plan_runs, scenario_options
+from wirewise.processes import (
+    SERVER_SETTINGS,
+    Server,
+    child_setup,
+    cores,
+    process_tree,
+    start_server,
+    stop_process,
+)
+from wirewise.registry import Backend
+from wirewise.results import Repeat, Summary, collect_metadata
+from wirewise.sampler import ByteCounter, Sampler
+from wirewise.summarize import summarize_repeat, summarize_run
+
+__all__ = ["Headroom", "Progress", "run_bench", "run_one"]
+
+SCENARIOS_DIR = ROOT / "scenarios"
+PRIOR_US_PER_EVENT = 50.0
+"""Before a backend's first run: a load generator's CPU per event (a delivery or a send), as
+the full clients cost here (37-46 us per delivery, several hundred per send); the lean
+clients cost less, so this errs on the safe side. Replaced by the bench's own measurement."""
+PRIOR_US_PER_CONNECTION = 2600.0
+"""An idle ramp's load-generator CPU per connection opened (login, then the stream), as
+measured with the full clients; the lean ones cost less."""
+
+
+@dataclass
+class Progress:
+    """What the bench tells its caller: a run starts, or a run ended with its headline."""
+
+    kind: str
+    """"start" or "done"."""
+    run: Run
+    index: int
+    total: int
+    eta_s: float
+    headline: str = ""
+    valid: bool | None = None
+
+
+# -- the load generator's headroom -----------------------------------------------------------------
+
+
+@dataclass
+class Headroom:
+    """The generator's CPU per event, measured by this bench per backend, and the plan for a run.
+
+    Events are deliveries plus sends. A run is planned so that events/s x cost stays under the
+    plan's limit (70 %); above it, the run's send rate is scaled down, and ``run.json`` says
+    what was chosen and why. saturate ramps and checks this itself at each step.
+    """
+
+    limit: float = 70.0
+    costs: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def events_per_s(self, run: Run, options: ScenarioOptions, users: int) -> float:
+        rate = options.rate or 0.0
+        room = options.room_size
+        if run.scenario == "broadcast":
+            listeners = max(users - 1, 1)
+            rooms = math.ceil(listeners / room) if room else 1
+            return rate * rooms + rate * listeners
+        if run.scenario in ("chat", "game", "faults", "saturate"):
+            size = min(room or {"game": 4}.get(run.scenario, 10), users)
+            return users * rate * (size + 1)
+        return 0.0
+
+    def plan(
+        self, run: Run, options: ScenarioOptions, users: int
+    ) -> tuple[ScenarioOptions, dict[str, Any]]:
+        label = run.backend.label
+        cost, source = self.costs.get(label, (PRIOR_US_PER_EVENT, "prior"))
+        record: dict[str, Any] = {"limit_percent": self.limit, "cost_source": source}
+        if run.scenario == "idle":
+            predicted = options.ramp_rate * PRIOR_US_PER_CONNECTION / 1e4
+            record.update(
+                us_per_connection=PRIOR_US_PER_CONNECTION,
+                cost_source="prior",
+                connections_per_s=options.ramp_rate,
+                predicted_percent=round(predicted, 1),
+            )
+            if predicted > self.limit:
+                scaled = options.ramp_rate * self.limit / predicted
+                record["chosen"] = {"ramp_rate": round(scaled, 1)}
+                options = replace(options, ramp_rate=round(scaled, 1))
+            return options, record
+        events = self.events_per_s(run, options, users)
+        predicted = events * cost / 1e4
+        record.update(
+            us_per_event=round(cost, 2),
+            events_per_s=round(events, 1),
+            predicted_percent=round(predicted, 1),
+        )
+        if run.scenario != "saturate" and predicted > self.limit and options.rate:
+            factor = self.limit / predicted
+            rate = round(options.rate * factor, 3)
+            record["chosen"] = {"rate": rate, "scaled_by": round(factor, 3)}
+            options = replace(options, rate=rate)
+        return options, record
+
+    def learn(self, run: Run, repeat: Repeat) -> None:
+        """Keep the generator's measured cost per event from a finished run."""
+        generator = repeat.load_generator
+        delivered = repeat.deliveries.delivered
+        if run.scenario == "idle" or not delivered or generator.cpu_us_per_delivery is None:
+            return
+        events = delivered + repeat.publisher.sent
+        cost = generator.cpu_us_per_delivery * delivered / events
+        known = self.costs.get(run.backend.label)
+        if known is None or cost > known[0]:  # the dearest seen: plans err on the safe side
+            self.costs[run.backend.label] = (cost, run.name)
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+def locust_argv(
+    run: Run, options: ScenarioOptions, users: int, url: str, out: Path, processes: int, cap: float
+) -> list[str]:
+    argv = [
+        sys.executable, "-m", "locust",
+        "-f", str(SCENARIOS_DIR / f"{run.scenario}.py"),
+        "--headless",
+        "--host", url,
+        "--csv", str(out / "locust"),
+        "--loglevel", "WARNING",
+        "--only-summary",
+        "-t", f"{int(cap)}s",
+    ]  # fmt: skip
+    if run.scenario == "idle":
+        argv += ["-u", "1", "-r", "1"]  # the ticker; the scenario ramps the idlers itself
+    else:
+        argv += ["-u", str(users), "-r", str(min(max(users, 50), 250))]
+    if processes > 1:
+        argv += ["--processes", str(processes)]
+    return argv + options.to_argv()
+
+
+def parameters_of(run: Run, options: ScenarioOptions, users: int) -> dict[str, Any]:
+    """What a run's result says it was given (the README documents each)."""
+    rate = options.rate or None
+    return {
+        "users": users if run.scenario != "idle" else options.step_users * options.steps,
+        "rate_per_user": rate,
+        "rate_per_sender": (rate or 0)
+        * (math.ceil(max(users - 1, 1) / options.room_size) if options.room_size else 1)
+        if run.scenario == "broadcast"
+        else rate,
+        "payload_bytes": options.payload_bytes,
+        "room_size": options.room_size or None,
+        "duration_s": options.measure
+        if run.scenario not in ("idle", "saturate")
+        else options.step_seconds * options.steps,
+        "poll_interval_s": options.poll_interval if run.backend.transport == "poll" else None,
+        "server_settings": dict(pair.split("=") for pair in SERVER_SETTINGS[1::2]),
+        "options": options.as_dict(),
+    }
+
+
+def run_one(
+    plan: Plan, run: Run, run_dir: Path, headroom: Headroom, shared: Server | None = None
+) -> Path:
+    """One scenario x backend x repeat: its own server (or ``shared``), Locust, the files."""
+    directory = run_dir / run.name
+    directory.mkdir(parents=True, exist_ok=True)
+    options, users = scenario_options(plan, run)
+    options, planned = headroom.plan(run, options, users)
+    faulty = run.scenario == "faults"
+    if faulty:
+        shared = None  # this run kills its server
+    server = shared or start_server(
+        run.backend, directory / "server.log", plan.poll_interval, FAULT_SETTINGS if faulty else ()
+    )
+    options = replace(options, server_pid=server.pid, wirewise_out=str(directory / "scenario.json"))
+    faults = Faults(server, directory, plan.poll_interval) if faulty else None
+    _, loadgen_cores = cores()
+    locust: subprocess.Popen[bytes] | None = None
+    sampler = Sampler(
+        server.pid,
+        lambda: process_tree(locust.pid) if locust else [],
+        server.port,
+        interval=0.5,
+        uss=run.scenario == "idle",  # smaps_rollup: cheap enough at 2 Hz, and only idle needs it
+    )
+    counter = byte_counter(server.port) if run.scenario != "idle" else None
+    traffic: list[dict[str, float]] = []
+    cap = expected_seconds(run, options, users) * 3 + 60
+    started = time.time()
+    timed_out = False
+    status: int | None = None
+    locust_status: int | None = None
+    argv: list[str] = []
+    try:
+        sampler.start()
+        if counter is not None:
+            counter.reset()
+        argv = locust_argv(run, options, users, server.url, directory, plan.processes, cap)
+        with (directory / "locust.log").open("wb") as log:
+            locust = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=child_setup(loadgen_cores),
+            )
+            deadline = time.monotonic() + cap + 30
+            try:
+                while locust.poll() is None and time.monotonic() < deadline:
+                    if counter is not None:
+                        counter.poll()
+                        traffic.append(
+                            {
+                                "t": time.time(),
+                                **counter.all_totals(),
+                                "header": counter.header or 0,
+                            }
+                        )
+                    if faults is not None:
+                        faults.poll(sampler)
+                    time.sleep(0.5)
+                timed_out = locust.poll() is None
+            finally:  # also when the bench itself is interrupted: no Locust left behind
+                locust_status = stop_process(locust)
+    finally:
+        sampler.stop()
+        if faults is not None:
+            server = faults.server
+            faults.stats_after = server_stats(server)
+        status = server.stop() if shared is None else server.proc.poll()
+    write_jsonl(directory / "samples.jsonl", (asdict(s) for s in sampler.samples))
+    write_jsonl(
+        directory / "bytes.jsonl",
+        (
+            {
+                "t": row["t"],
+                "down": row["sent"],
+                "up": row["received"],
+                "wire_down": row["wire_sent"],
+                "wire_up": row["wire_received"],
+                "header": row["header"],
+            }
+            for row in traffic
+        ),
+    )
+    record = {
+        "scenario": run.scenario,
+        "transport": run.backend.transport,
+        "server_name": run.backend.server,
+        "label": run.backend.label,
+        "repeat": run.repeat,
+        "users": users,
+        "parameters": parameters_of(run, options, users),
+        "headroom": planned,
+        "server": {
+            "pid": server.pid,
+            "url": server.url,
+            "exit_status": status,
+            "shared": shared is not None,
+        },
+        "locust": {"argv": argv, "exit_status": locust_status},
+        "timed_out": timed_out,
+        "started_at": started,
+        "ended_at": time.time(),
+        "traffic_measured": counter is not None,
+        "injected": faults.report() if faults is not None else None,
+    }
+    (directory / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+    return directory
+
+
+def byte_counter(port: int) -> ByteCounter | None:
+    """The kernel's byte counters, or None without ``ss`` (bytes per message then stay null)."""
+    try:
+        return ByteCounter(port)
+    except RuntimeError:
+        return None
+
+
+def write_jsonl(path: Path, rows: Iterator[dict[str, Any]]) -> None:
+    with path.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+# -- the whole bench -------------------------------------------------------------------------------
+
+
+def run_id(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now()
+    return now.strftime("%Y%m%d-%H%M%S")
+
+
+def headline(run: Run, repeat: Repeat) -> str:
+    """A finished run in a few words: its main figure, for the progress lines."""
+    if run.scenario == "idle":
+        memory = repeat.memory_per_connection
+        if memory.rss_bytes is None:
+            return "no memory fit"
+        return f"{memory.rss_bytes / 1024:,.1f} KiB per client (r2 {memory.r2:.2f})"
+    if run.scenario == "saturate":
+        held = repeat.highest_rate_held
+        if held is None:
+            return "no step held"
+        return f"held {held['deliveries_per_s']:,.0f} deliveries/s ({repeat.stopped_by or ''})"
+    if run.scenario == "faults" and repeat.faults:
+        back = repeat.faults["reconnect_ms"]
+        return f"reconnect p50 {back['p50']} ms, lost {repeat.deliveries.lost}"
+    latency = repeat.latency_ms
+    if not latency.count:
+        return "no delivery timed"
+    return f"p50 {latency.p50:,.2f} ms, p99 {latency.p99:,.2f} ms over {latency.count:,} deliveries"
+
+
+def run_bench(
+    plan: Plan, argv: list[str], progress: Callable[[Progress], None] | None = None
+) -> tuple[Path, Summary]:
+    """Run every scenario x backend x repeat; returns the run directory and its summary."""
+    run_dir = plan.out / run_id()
+    run_dir.mkdir(parents=True, exist_ok=False)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores()[1])  # our own sampling work stays off the server's core
+    metadata = collect_metadata(argv)
+    metadata["plan"] = plan.as_json()
+    metadata["cores_used"] = {"server": sorted(cores()[0]), "load_generator": sorted(cores()[1])}
+    metadata["fd_limit"] = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    metadata["sampling"] = {
+        "interval_s": 0.5,
+        "cpu": "schedstat nanoseconds, interpolated at the window's edges",
+        "bytes": "ss -ti every 0.5 s (a connection's last half second before it closes is missed)",
+    }
+    (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=1) + "\n")
+    runs = plan_runs(plan)
+    estimates = [expected_seconds(r, *scenario_options(plan, r)) for r in runs]
+    headroom = Headroom(limit=plan.generator_limit)
+    shared: dict[Backend, Server] = {}
+    try:
+        for index, run in enumerate(runs):
+            eta = sum(estimates[index:])
+            if progress:
+                progress(Progress("start", run, index, len(runs), eta))
+            server = shared.get(run.backend)
+            if plan.quick and server is None and run.scenario != "faults":
+                # --quick keeps one server per backend (startup is much of a quick run); a
+                # full bench gives every run a fresh server.
+                server = shared[run.backend] = start_server(
+                    run.backend, run_dir / f"server-{run.backend.slug}.log", plan.poll_interval
+                )
+            try:
+                directory = run_one(plan, run, run_dir, headroom, server)
+                _, repeat, _ = summarize_repeat(directory)
+                headroom.learn(run, repeat)
+                line, valid = headline(run, repeat), repeat.validity.valid
+            except RuntimeError as exc:
+                failed = run_dir / run.name
+                failed.mkdir(exist_ok=True)
+                (failed / "run.json").write_text(
+                    json.dumps(
+                        {
+                            "scenario": run.scenario,
+                            "transport": run.backend.transport,
+                            "label": run.backend.label,
+                            "repeat": run.repeat,
+                            "failure": str(exc),
+                        }
+                    )
+                )
+                line, valid = f"failed: {exc}", False
+            if progress:
+                progress(
+                    Progress(
+                        "done", run, index + 1, len(runs), sum(estimates[index + 1 :]), line, valid
+                    )
+                )
+    finally:
+        for server in shared.values():
+            with contextlib.suppress(Exception):
+                server.stop()
+    summary = summarize_run(run_dir)
+    return run_dir, summary

@@ -1,0 +1,172 @@
+"""What one ``wirewise bench`` runs: scenarios x backends x repeats, in what order, with
+which parameters. Pure: no process is started here.
+
+Order: scenario by scenario, and within a scenario the repeats *interleaved* (ABC ABC ABC,
+not AAA BBB CCC), so that a slow minute of the machine lands on every backend instead of
+being mistaken for one backend's property.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from scenarios._options import ScenarioOptions
+from wirewise.registry import BACKENDS, Backend
+
+__all__ = [
+    "FULL",
+    "QUICK",
+    "QUICK_SCENARIOS",
+    "SCENARIOS",
+    "Plan",
+    "Run",
+    "expected_seconds",
+    "plan_runs",
+    "scenario_options",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game", "faults")
+QUICK_SCENARIOS = ("chat", "broadcast", "idle")
+NO_FAULTS = ("tcp",)
+"""The raw-TCP floor is calibration, not a transport a client chooses: no faults run."""
+PLAIN = ("chat", "broadcast", "game", "faults")
+"""Scenarios with one window (the others step: idle by connections, saturate by rate)."""
+
+QUICK: dict[str, dict[str, Any]] = {
+    "chat": {"users": 20, "rate": 4.0, "measure": 2.0},
+    "broadcast": {"users": 51, "rate": 20.0, "measure": 2.0},
+    "idle": {"step_users": 100, "steps": 3, "step_seconds": 1.0, "ramp_rate": 200.0},
+    "saturate": {"users": 20, "rate": 5.0, "steps": 5, "step_seconds": 1.5},
+    "game": {"users": 8, "rate": 20.0, "measure": 2.0},
+    "faults": {"users": 40, "rate": 2.0, "measure": 6.0},
+}
+FULL: dict[str, dict[str, Any]] = {
+    "chat": {"users": 200, "rate": 1.0, "measure": 10.0},
+    "broadcast": {"users": 501, "rate": 10.0, "measure": 10.0},
+    "idle": {"step_users": 1000, "steps": 4, "step_seconds": 2.0, "ramp_rate": 250.0},
+    "saturate": {"users": 100, "rate": 2.0, "steps": 12, "step_seconds": 3.0, "rate_factor": 1.6},
+    "game": {"users": 40, "rate": 20.0, "measure": 10.0},
+    "faults": {"users": 1000, "rate": 0.2, "measure": 20.0},
+}
+FULL_IDLE_POLL = {"step_users": 300}
+"""Short pollers at full scale: 1,200 at T = 1 s are ~1,200 requests/s, a good share of what
+one core answers here; 4,000 would measure a busy server, not an idle poller."""
+DEFAULT_USERS = 50
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one ``wirewise bench`` invocation runs; every field lands in the results."""
+
+    scenarios: tuple[str, ...]
+    backends: tuple[Backend, ...] = BACKENDS
+    quick: bool = False
+    repeat: int = 1
+    users: int | None = None
+    rate: float | None = None
+    duration: float | None = None
+    poll_interval: float = 1.0
+    payload_bytes: int = 100
+    room_size: int | None = None
+    latency_bound_ms: float = 100.0
+    processes: int = 1
+    generator_limit: float = 70.0
+    """Most load-generator CPU percent a run is planned for (the bench scales rates to it)."""
+    out: Path = ROOT / "results"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Scenario options set by hand (tests use them for very short runs)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scenarios": list(self.scenarios),
+            "backends": [b.label for b in self.backends],
+            "quick": self.quick,
+            "repeat": self.repeat,
+            "users": self.users,
+            "rate": self.rate,
+            "duration": self.duration,
+            "poll_interval": self.poll_interval,
+            "payload_bytes": self.payload_bytes,
+            "room_size": self.room_size,
+            "latency_bound_ms": self.latency_bound_ms,
+            "processes": self.processes,
+            "generator_limit": self.generator_limit,
+            "overrides": self.overrides,
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One scenario x backend x repeat."""
+
+    scenario: str
+    backend: Backend
+    repeat: int
+
+    @property
+    def name(self) -> str:
+        """The run's directory: ``chat-ws-websockets-r1``."""
+        return f"{self.scenario}-{self.backend.slug}-r{self.repeat}"
+
+
+def plan_runs(plan: Plan) -> list[Run]:
+    """Every run, scenario by scenario, repeats interleaved across backends."""
+    return [
+        Run(scenario, backend, repeat)
+        for scenario in plan.scenarios
+        for repeat in range(1, plan.repeat + 1)
+        for backend in plan.backends
+        if not (scenario == "faults" and backend.transport in NO_FAULTS)
+    ]
+
+
+def scenario_options(plan: Plan, run: Run) -> tuple[ScenarioOptions, int]:
+    """The scenario's options and Locust user count for ``run``, from the presets, ``--quick``
+    and the plan's overrides."""
+    scenario, backend = run.scenario, run.backend
+    params: dict[str, Any] = dict((QUICK if plan.quick else FULL)[scenario])
+    if scenario == "idle" and not plan.quick and backend.transport == "poll":
+        params.update(FULL_IDLE_POLL)
+    if plan.users is not None:
+        if scenario == "idle":
+            params["step_users"] = max(1, plan.users // params["steps"])
+        else:
+            params["users"] = plan.users
+    if plan.rate is not None:
+        params["rate"] = plan.rate
+    if plan.duration is not None:
+        if scenario in ("idle", "saturate"):
+            params["step_seconds"] = plan.duration / params["steps"]
+        else:
+            params["measure"] = plan.duration
+    if plan.room_size is not None:
+        params["room_size"] = plan.room_size
+    users = int(params.pop("users", 1))
+    options = ScenarioOptions(
+        transport=backend.transport,
+        payload_bytes=plan.payload_bytes,
+        poll_interval=plan.poll_interval,
+        latency_bound_ms=plan.latency_bound_ms,
+        generator_limit=plan.generator_limit,
+        drain=max(5.0, 3 * plan.poll_interval),
+        **{k: v for k, v in params.items() if k != "users"},
+    )
+    if plan.overrides:
+        options = replace(options, **plan.overrides)
+    return options, users
+
+
+def expected_seconds(run: Run, options: ScenarioOptions, users: int) -> float:
+    """A run's expected length in seconds, for the progress bar's ETA and the safety cap."""
+    startup = 6.0  # server and Locust start, settling, collecting, stopping
+    if run.scenario == "idle":
+        ramp = options.steps * options.step_users / options.ramp_rate
+        return startup + ramp + options.steps * (options.step_seconds + 2.5)
+    if run.scenario == "saturate":
+        return startup + users / 100 + options.steps * (options.step_seconds + 0.2) + 2.0
+    spawn = math.ceil(users / 250)
+    return startup + spawn + options.measure + 1.5
