@@ -558,7 +558,7 @@ class Controller:
         else:
             finals = [RECORDER.final()]
             missing = 0
-        return merge(finals, self), {
+        return ledger.merge(finals, self.notes.get("receivers_at_open")), {
             "processes": len(finals),
             "missing_processes": missing,
             "finals": finals,
@@ -613,35 +613,6 @@ class Controller:
         if path is not None:
             raw.save(path.with_name("messages.npz"))
             path.write_text(json.dumps(result, indent=1) + "\n")
-
-
-def merge(finals: list[dict[str, Any]], controller: Controller) -> ledger.RawMessages:
-    """One ledger from every process's: room indexes remapped to one list of names."""
-    index: dict[str, int] = {}
-    sends, deliveries = [], []
-    duplicated = 0
-    connected: Counter[str] = Counter()
-    for final in finals:
-        mapping = np.array(
-            [index.setdefault(name, len(index)) for name in final["rooms"]] or [0], dtype=np.int64
-        )
-        table = np.frombuffer(final["sends"], dtype=np.int64).reshape(-1, 6).copy()
-        table[:, 0] = mapping[table[:, 0]] if len(table) else table[:, 0]
-        sends.append(table)
-        rows = np.frombuffer(final["deliveries"], dtype=np.int64).reshape(-1, 4).copy()
-        rows[:, 0] = mapping[rows[:, 0]] if len(rows) else rows[:, 0]
-        deliveries.append(rows)
-        duplicated += final["duplicated"]
-        connected.update(final["connected"])
-    ordered = sorted(index, key=index.__getitem__)
-    receivers = controller.notes.get("receivers_at_open") or dict(connected)
-    return ledger.RawMessages(
-        rooms=ordered,
-        receivers=[int(receivers.get(name, 0)) for name in ordered],
-        sends=np.concatenate(sends) if sends else np.zeros((0, 6), np.int64),
-        deliveries=np.concatenate(deliveries) if deliveries else np.zeros((0, 4), np.int64),
-        duplicated=duplicated,
-    )
 
 
 CONTROLLER = Controller()

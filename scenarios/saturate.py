@@ -67,43 +67,45 @@ def control_loop() -> None:
     start = time.time() + 0.2
     end = start + opts.step_seconds * opts.steps
     CONTROLLER.open_window(environment, start, end, opts.step_seconds)
+    gevent.sleep(max(0.0, start - time.time()))
+    server_cpu = cpu_seconds(opts.server_pid) if opts.server_pid else None
+    server_at = time.time()
+    history: list[tuple[float, float]] = []  # (rate per user, generator CPU %) of each step
     for step in range(opts.steps):
         step_start = start + step * opts.step_seconds
         step_end = step_start + opts.step_seconds
-        server_before = cpu_seconds(opts.server_pid) if opts.server_pid else None
+        rate = step_rate(base, opts.rate_factor, step)
         generator = 0.0
-        gevent.sleep(max(0.0, step_start - time.time()))
         while time.time() < step_end:
             gevent.sleep(min(0.5, max(0.0, step_end - time.time())))
             generator = max(generator, CONTROLLER.merged(environment)["cpu_percent"])
-        server_after = cpu_seconds(opts.server_pid) if opts.server_pid else None
-        server = (
-            None
-            if server_before is None or server_after is None
-            else (server_after - server_before) / opts.step_seconds * 100
-        )
+        server = None
+        if server_cpu is not None:  # over exactly this step: read at its two edges
+            now_cpu, now = cpu_seconds(opts.server_pid), time.time()
+            if now_cpu is not None:
+                server = (now_cpu - server_cpu) / max(now - server_at, 1e-3) * 100
+                server_cpu, server_at = now_cpu, now
+        history.append((rate, generator))
         gevent.sleep(max(opts.latency_bound_ms / 1000, EVALUATE_AFTER))
         CONTROLLER.merged(environment)  # folds the latest step latencies in
         latency = CONTROLLER.step_latency.get(step, Histogram())
         p99 = latency.hdr.get_value_at_percentile(99) / 1000 if latency.count else None
-        mark = {
-            "step": step,
-            "start": step_start,
-            "end": step_end,
-            "rate_per_user": step_rate(base, opts.rate_factor, step),
-            "server_cpu_percent": None if server is None else round(server, 1),
-            "generator_cpu_percent": round(generator, 1),
-            "p99_ms_online": p99,
-        }
-        CONTROLLER.steps.append(mark)
+        CONTROLLER.steps.append(
+            {
+                "step": step,
+                "start": step_start,
+                "end": step_end,
+                "rate_per_user": rate,
+                "server_cpu_percent": None if server is None else round(server, 1),
+                "generator_cpu_percent": round(generator, 1),
+                "p99_ms_online": p99,
+            }
+        )
         reason = knee(opts, p99, server, latency.count)
-        if (
-            reason is None
-            and step + 1 < opts.steps
-            and generator * opts.rate_factor > opts.generator_limit
-        ):
+        upcoming = predicted(history, step_rate(base, opts.rate_factor, step + 1))
+        if reason is None and step + 1 < opts.steps and upcoming > opts.generator_limit:
             reason = (
-                f"load_generator: the next step would need ~{generator * opts.rate_factor:.0f} % of"
+                f"load_generator: the next step would need ~{upcoming:.0f} % of"
                 f" the generator's core (limit {opts.generator_limit:g} %)"
             )
         if reason is not None:
@@ -125,6 +127,17 @@ def control_loop() -> None:
     )
     if environment.runner is not None:
         environment.runner.quit()
+
+
+def predicted(history: list[tuple[float, float]], next_rate: float) -> float:
+    """The generator's CPU percent at ``next_rate``, extrapolated from the last two steps (its
+    cost per delivery falls as the load rises: scaling the last step by the rate overstates it)."""
+    rate, cpu = history[-1]
+    if len(history) < 2 or history[-2][0] >= rate:
+        return cpu * next_rate / rate
+    before_rate, before_cpu = history[-2]
+    slope = max((cpu - before_cpu) / (rate - before_rate), 0.0)
+    return cpu + slope * (next_rate - rate)
 
 
 def knee(opts: Any, p99: float | None, server_cpu: float | None, count: int) -> str | None:

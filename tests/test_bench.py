@@ -1,25 +1,49 @@
-"""``wirewise bench`` end to end: a real, seconds-long run over every transport, then its results
-file checked for shape and for honest accounting. Plus the results schema and the metrics."""
+"""``wirewise bench`` end to end (a real, seconds-long run over every backend), ``summarize``
+rebuilding it from the raw files, the plan, the headroom model, and the validity rules applied
+to raw files made by hand."""
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from scenarios._options import ScenarioOptions
+from wirewise.bench import Headroom
 from wirewise.cli import main
-from wirewise.metrics import Deliveries, Histogram, too_few_samples
-from wirewise.results import SCHEMA_VERSION, SchemaError, read_summary, validate
-from wirewise.runner import BACKENDS, memory_per_connection
+from wirewise.ledger import OK, RawMessages
+from wirewise.metrics import Histogram, too_few_samples
+from wirewise.plan import Plan, Run, plan_runs, scenario_options
+from wirewise.registry import BACKENDS, backend
+from wirewise.results import (
+    SCHEMA_VERSION,
+    Latency,
+    Result,
+    SchemaError,
+    Summary,
+    read_summary,
+    validate,
+)
 from wirewise.sampler import Sample
+from wirewise.summarize import (
+    GENERATOR_SATURATED,
+    fit_memory,
+    interpolate,
+    summarize_repeat,
+    summarize_run,
+)
 
-ORDERED = ("p50", "p90", "p99", "p999", "max")
+ORDERED = ("p50", "p90", "p99", "max")
 
 
 @pytest.fixture(scope="module")
-def chat_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One chat run over every backend (about 40 s): shared by the tests below."""
+def chat_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One short chat run over every backend (about 50 s), shared by the tests below."""
     out = tmp_path_factory.mktemp("results")
     status = main(
         ["bench", "--scenario", "chat", "--quick", "--duration", "1.5", "--out", str(out)]
@@ -30,50 +54,49 @@ def chat_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.timeout(300)
-def test_bench_covers_every_backend_and_the_floor(chat_run: dict) -> None:
+def test_bench_covers_every_backend_and_the_floor(chat_run: dict[str, Any]) -> None:
     summary = chat_run["summary"]
     assert summary["schema_version"] == SCHEMA_VERSION
-    labels = {(r["transport"], r["server"]) for r in summary["results"]}
-    assert labels == {(b.transport, b.server) for b in BACKENDS}
-    assert ("tcp", "asyncio") in labels, "the floor is measured in the same run"
+    assert [r["label"] for r in summary["results"]] == [b.label for b in BACKENDS]
     metadata = summary["metadata"]
     assert metadata["cores"] >= 1 and metadata["git_commit"] and metadata["python"]
     assert metadata["argv"][:2] == ["wirewise", "bench"]
+    assert metadata["plan"]["repeat"] == 1 and "interpolated" in metadata["sampling"]["cpu"]
 
 
 @pytest.mark.timeout(300)
-def test_deliveries_add_up_and_percentiles_are_ordered(chat_run: dict) -> None:
+def test_every_delivery_is_accounted_for_and_the_run_is_valid(chat_run: dict[str, Any]) -> None:
     for result in chat_run["summary"]["results"]:
-        name = f"{result['transport']}@{result['server']}"
-        deliveries = result["deliveries"]
-        assert deliveries["expected"] > 0, name
-        assert deliveries["delivered"] + deliveries["lost"] >= deliveries["expected"], name
-        assert deliveries["lost"] == max(deliveries["expected"] - deliveries["delivered"], 0), name
+        name = result["label"]
+        assert result["validity"] == {"valid": True, "reasons": []}, name
+        d = result["deliveries"]
+        assert d["expected"] > 0 and d["lost"] == 0, name
+        assert d["delivered"] == d["expected"] - d["lost"] + d["extra"], name
+        publisher = result["publisher"]
+        assert publisher["scheduled"] == publisher["sent"] == publisher["answered"] > 0, name
+        assert publisher["unsent"] == publisher["unanswered"] == 0, name
+        assert publisher["lag_ms"]["p99"] < 10, f"{name}: an open-loop publisher keeps its schedule"
         latency = result["latency_ms"]
-        assert latency["count"] == deliveries["delivered"], name
+        assert latency["count"] == d["delivered"], name
         values = [latency[k] for k in ORDERED]
         assert values == sorted(values), f"{name}: percentiles out of order {values}"
-        assert 0 < latency["p50"] < 5000
-        send = result["send_latency_ms"]
-        assert send["count"] > 0 and send["p50"] <= send["p99"]
+        low, high = latency["ci95"]["p50"]
+        assert low <= latency["p50"] <= high, name
         wire = result["bytes_per_message"]
-        assert wire["down"] and wire["down"] > result["parameters"]["payload_bytes"], (
-            f"{name}: a message carries its text"
-        )
-        assert result["server_cpu_ms_per_1k_msgs"] and result["server_cpu_ms_per_1k_msgs"] > 0
-        assert result["throughput_msgs_per_s"] and result["throughput_msgs_per_s"] > 0
-        assert result["load_generator"]["cpu_percent_max"] is not None
+        assert wire["down"] > result["parameters"]["payload_bytes"], f"{name}: carries its text"
+        assert wire["wire"]["down"] > wire["down"], f"{name}: headers add to the payload"
+        assert result["server_cpu_ms_per_1k_msgs"] > 0 and result["throughput_msgs_per_s"] > 0
+        generator = result["load_generator"]
+        assert generator["cpu_us_per_delivery"] > 0 and generator["server_cpu_us_per_delivery"] > 0
+        assert generator["receipt_clock"] == "kernel"
+        assert generator["saturated"] is False
 
 
 @pytest.mark.timeout(300)
-def test_short_polling_latency_follows_its_interval(chat_run: dict) -> None:
+def test_short_polling_latency_follows_its_interval(chat_run: dict[str, Any]) -> None:
     """Theory: a message waits on average half an interval for the next poll."""
-    (poll,) = [r for r in chat_run["summary"]["results"] if r["transport"] == "poll"]
-    (ws,) = [
-        r
-        for r in chat_run["summary"]["results"]
-        if r["transport"] == "ws" and r["server"] == "uvicorn"
-    ]
+    results = {r["label"]: r for r in chat_run["summary"]["results"]}
+    poll, ws = results["poll"], results["ws"]
     interval_ms = poll["parameters"]["poll_interval_s"] * 1000
     assert 0.3 * interval_ms < poll["latency_ms"]["p50"] < 0.8 * interval_ms
     assert poll["latency_ms"]["max"] < interval_ms + 500
@@ -81,116 +104,268 @@ def test_short_polling_latency_follows_its_interval(chat_run: dict) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_raw_files_are_kept(chat_run: dict) -> None:
-    run: Path = chat_run["dir"]
+def test_summarize_rebuilds_the_same_summary_from_the_raw_files(
+    chat_run: dict[str, Any], tmp_path: Path
+) -> None:
+    copy = tmp_path / chat_run["dir"].name
+    shutil.copytree(chat_run["dir"], copy)
+    (copy / "summary.json").unlink()
+    assert main(["summarize", str(copy)]) == 0
+    assert read_summary(copy) == chat_run["summary"]
     for result in chat_run["summary"]["results"]:
-        files = run / result["files"]
-        for name in (
-            "scenario.json",
-            "samples.jsonl",
-            "bytes.jsonl",
-            "locust.log",
-            "locust_stats.csv",
-        ):
+        files = copy / result["repeats"][0]["files"]
+        for name in ("run.json", "scenario.json", "messages.npz", "samples.jsonl", "bytes.jsonl"):
             assert (files / name).exists(), files / name
-        samples = [json.loads(line) for line in (files / "samples.jsonl").read_text().splitlines()]
-        assert len(samples) >= 3 and all(s["server_rss"] for s in samples[:-1])
+
+
+# -- the plan and the headroom -------------------------------------------------------------------
+
+
+def test_repeats_are_interleaved_scenario_by_scenario() -> None:
+    ws, sse = backend("ws"), backend("sse")
+    plan = Plan(scenarios=("chat", "faults"), backends=(sse, ws, backend("tcp")), repeat=2)
+    names = [run.name for run in plan_runs(plan)]
+    assert names == [
+        "chat-sse-r1", "chat-ws-r1", "chat-tcp-r1",
+        "chat-sse-r2", "chat-ws-r2", "chat-tcp-r2",
+        "faults-sse-r1", "faults-ws-r1",
+        "faults-sse-r2", "faults-ws-r2",
+    ]  # fmt: skip
+
+
+def test_headroom_scales_a_run_the_generator_could_not_keep_up_with() -> None:
+    plan = Plan(scenarios=("broadcast",), rate=100.0)
+    run = Run("broadcast", backend("sse"), 1)
+    options, users = scenario_options(plan, run)
+    headroom = Headroom(limit=70.0)
+    headroom.costs["sse"] = (20.0, "chat-sse-r1")
+    events = headroom.events_per_s(run, options, users)
+    assert events == pytest.approx(100 * (users - 1) + 100)
+    planned, record = headroom.plan(run, options, users)
+    predicted = events * 20.0 / 1e4
+    assert record["predicted_percent"] == pytest.approx(predicted, rel=1e-3)
+    assert predicted > 70 and planned.rate == pytest.approx(100 * 70 / predicted, rel=1e-3)
+    assert record["chosen"]["rate"] == planned.rate and record["cost_source"] == "chat-sse-r1"
+    calm, record = headroom.plan(run, ScenarioOptions(transport="sse", rate=1.0), users)
+    assert calm.rate == 1.0 and "chosen" not in record
+
+
+def test_scenario_options_become_locust_flags() -> None:
+    options = ScenarioOptions(transport="h2", rate=2.5, measure=3.0, server_pid=42)
+    argv = options.to_argv()
+    assert argv == ["--transport", "h2", "--rate", "2.5", "--measure", "3.0", "--server-pid", "42"]
+
+
+# -- validity, from raw files made by hand --------------------------------------------------------
+
+START = 1_800_000_000.0
+
+
+def sample(t: float, server_cpu: float, loadgen_cpu: float, busiest: float, **more: Any) -> Sample:
+    return Sample(
+        t=t,
+        server_rss=more.get("rss", 50_000_000),
+        server_uss=None,
+        server_cpu_s=server_cpu,
+        server_fds=20,
+        server_connections=more.get("connections", 10),
+        kernel_tcp_mem_bytes=4096,
+        kernel_tcp_inuse=20,
+        kernel_slab_bytes=1000,
+        loadgen_cpu_percent=busiest,
+        loadgen_cpu_percent_max_single=busiest,
+        loadgen_cpu_s=loadgen_cpu,
+        bench_cpu_s=0.0,
+    )
+
+
+def make_run(
+    directory: Path,
+    *,
+    lag_us: int = 200,
+    busiest: float = 30.0,
+    deliveries_per_message: int = 4,
+    settled: bool = True,
+) -> Path:
+    """A chat run's raw files: 100 messages in one room of 4 receivers, 10 s window."""
+    directory.mkdir(parents=True)
+    start_us, end_us = int(START * 1e6), int((START + 10) * 1e6)
+    sends, deliveries = [], []
+    for n in range(100):
+        scheduled = start_us + n * 100_000
+        sends.append([0, scheduled, scheduled + lag_us, scheduled + 2_000, 10 + n, OK])
+        for _ in range(deliveries_per_message):
+            deliveries.append([0, 10 + n, scheduled, scheduled + 1_500])
+    RawMessages(
+        rooms=["chat-0"],
+        receivers=[4],
+        sends=np.array(sends, dtype=np.int64),
+        deliveries=np.array(deliveries, dtype=np.int64),
+    ).save(directory / "messages.npz")
+    scenario = {
+        "window": {"start": START, "end": START + 10},
+        "settle": {"settled": settled, "seconds": 0.5 if settled else 60.0},
+        "drain": {"closed": True, "seconds": 0.5},
+        "connect": {"receivers_expected": 4, "receivers": 4, "failed": 0},
+        "checks": {"sampled": 10, "mismatched": 0},
+        "receipt": {"clock": "kernel", "read_delay": Histogram().encode()},
+        "load_generator": {"processes": 1, "missing_processes": 0, "cpu_percent_max": [busiest]},
+    }
+    (directory / "scenario.json").write_text(json.dumps(scenario))
+    (directory / "run.json").write_text(
+        json.dumps(
+            {
+                "scenario": "chat",
+                "transport": "ws",
+                "label": "ws",
+                "repeat": 1,
+                "parameters": {"rate_per_sender": 10.0, "payload_bytes": 100},
+                "server": {"exit_status": 0},
+            }
+        )
+    )
+    rows = [sample(START - 1 + 0.5 * i, 0.01 * i, 0.004 * i, busiest) for i in range(26)]
+    (directory / "samples.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in rows))
+    (directory / "bytes.jsonl").write_text("")
+    return directory
+
+
+def test_a_clean_run_is_valid(tmp_path: Path) -> None:
+    _, repeat, _ = summarize_repeat(make_run(tmp_path / "chat-ws-r1"))
+    assert repeat.validity.valid, repeat.validity.reasons
+    assert repeat.deliveries.expected == repeat.deliveries.delivered == 400
+    # CPU interpolated at the window's edges: 0.02 s/s over 10.5 s (window + drain), 400 deliveries
+    assert repeat.server_cpu_ms_per_1k_msgs == pytest.approx(0.02 * 10.5 * 1e6 / 400, rel=1e-6)
+    assert repeat.load_generator.cpu_us_per_delivery == pytest.approx(0.008 * 10.5 * 1e6 / 400)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"busiest": GENERATOR_SATURATED + 5}, "load generator saturated"),
+        ({"lag_us": 150_000}, "the publisher lagged"),
+        ({"deliveries_per_message": 3}, "the ledger did not close"),
+        ({"settled": False}, "did not settle"),
+    ],
+)
+def test_invalid_is_invalid(tmp_path: Path, change: dict[str, Any], reason: str) -> None:
+    _, repeat, _ = summarize_repeat(make_run(tmp_path / "chat-ws-r1", **change))
+    assert not repeat.validity.valid
+    assert any(reason in why for why in repeat.validity.reasons), repeat.validity.reasons
+
+
+def test_one_invalid_repeat_makes_the_result_invalid(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_run(run / "chat-ws-r1")
+    make_run(run / "chat-ws-r2", lag_us=150_000)
+    run_json = json.loads((run / "chat-ws-r2" / "run.json").read_text())
+    (run / "chat-ws-r2" / "run.json").write_text(json.dumps({**run_json, "repeat": 2}))
+    (run / "metadata.json").write_text(
+        json.dumps(
+            {
+                k: "x"
+                for k in (
+                    "wirewise_version",
+                    "git_commit",
+                    "python",
+                    "platform",
+                    "cpu_model",
+                    "cores",
+                    "kernel",
+                    "started_at",
+                    "argv",
+                )
+            }
+        )  # fmt: skip
+    )
+    summary = summarize_run(run)
+    (result,) = summary.results
+    assert [r.validity.valid for r in result.repeats] == [True, False]
+    assert not result.validity.valid
+    assert result.validity.reasons[0].startswith("repeat 2: the publisher lagged")
+    assert result.deliveries.expected == 800, "repeats add up"
+    assert Summary.from_json(read_summary(run)).results[0].validity == result.validity
+
+
+# -- smaller pieces ---------------------------------------------------------------------------------
+
+
+def test_cpu_is_interpolated_between_samples() -> None:
+    rows = [sample(10.0, 1.0, 0.0, 0.0), sample(10.5, 2.0, 0.0, 0.0)]
+    assert interpolate(rows, "server_cpu_s", 10.25) == pytest.approx(1.5)
+    assert interpolate(rows, "server_cpu_s", 9.0) is None, "no figure outside the samples"
+
+
+def test_memory_is_fitted_against_clients() -> None:
+    points = [
+        {
+            "clients": n,
+            "connections": n + 1,
+            "cpu_percent": 1.0,
+            "rss_bytes": 5e7 + 30_000 * n,
+            "uss_bytes": 4e7 + 25_000 * n,
+            "kernel_bytes": 7_000 * n + 1e6,
+        }  # fmt: skip
+        for n in (1_000, 2_000, 3_000, 4_000)
+    ]
+    warnings: list[str] = []
+    memory = fit_memory(points, warnings)
+    assert memory.fitted_against == "clients"
+    assert memory.rss_bytes == 30_000 and memory.uss_bytes == 25_000
+    assert memory.kernel_bytes == 3_500, "half of the loopback pair is the server's"
+    assert memory.r2 == pytest.approx(1.0) and memory.rss_ci95 == [30_000, 30_000]
+    assert not warnings
 
 
 def test_readers_refuse_unknown_versions(tmp_path: Path) -> None:
     path = tmp_path / "summary.json"
-    path.write_text(json.dumps({"schema_version": 99, "metadata": {}, "results": []}))
-    with pytest.raises(SchemaError, match="schema_version 99"):
+    path.write_text(json.dumps({"schema_version": 1, "metadata": {}, "results": []}))
+    with pytest.raises(SchemaError, match="schema_version 1 is not 2"):
         read_summary(path)
     with pytest.raises(SchemaError, match="lacks"):
         validate({"schema_version": SCHEMA_VERSION, "metadata": {}, "results": []})
 
 
-def test_histogram_round_trip_and_merge() -> None:
+def test_results_round_trip_through_json() -> None:
+    result = Result(scenario="chat", transport="ws", server="uvicorn", label="ws")
+    result.latency_ms = Latency(p50=1.0, p90=2.0, p99=3.0, p999=4.0, max=5.0, mean=1.5, count=10)
+    result.latency_ms.ci95 = {"p50": [0.9, 1.1]}
+    assert Result.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_thin_samples_are_named_and_histograms_merge() -> None:
+    assert too_few_samples(100) == ["p99", "p999"]
+    assert too_few_samples(10_000) == []
     a, b = Histogram(), Histogram()
     for value in range(1, 1001):
-        a.record(value * 1000)  # 1..1000 ms
+        a.record(value * 1000)
         b.record(value * 1000)
     merged = Histogram.decode(a.encode())
     merged.add_encoded(b.encode())
-    summary = merged.summary_ms()
-    assert summary["count"] == 2000
-    assert summary["p50"] == pytest.approx(500, rel=0.01)
-    assert summary["p99"] == pytest.approx(990, rel=0.01)
+    assert merged.count == 2000
+    assert merged.summary_ms()["p99"] == pytest.approx(990, rel=0.01)
     big = Histogram()
     big.record(120_000_000)
-    assert big.clamped == 1 and big.summary_ms()["max"] == pytest.approx(60_000, rel=0.01)
-
-
-def test_thin_samples_are_named() -> None:
-    assert too_few_samples(100) == ["p99", "p999"]
-    assert too_few_samples(1000) == ["p999"]
-    assert too_few_samples(10_000) == []
-    assert Deliveries.from_counts(10, 12, 0).lost == 0
-    assert Deliveries.from_counts(10, 7, 1).as_dict() == {
-        "expected": 10,
-        "delivered": 7,
-        "lost": 3,
-        "duplicated": 1,
-    }
-
-
-def sample(t: float, connections: int, rss: int) -> Sample:
-    return Sample(
-        t,
-        rss,
-        rss // 2,
-        1.0,
-        connections + 10,
-        connections,
-        4096 * connections,
-        connections,
-        3000 * connections,
-        10.0,
-        10.0,
-    )
-
-
-def test_memory_fit_uses_the_plateaus() -> None:
-    marks = [
-        {"step": k, "users": n, "connected": n, "start": 10.0 * k, "end": 10.0 * k + 4}
-        for k, n in enumerate((100, 200, 300))
-    ]
-    samples = [
-        sample(10.0 * k + dt, n, 50_000_000 + 30_000 * n)
-        for k, n in enumerate((100, 200, 300))
-        for dt in (0.5, 2.5, 3.5)
-    ]
-    memory, warnings = memory_per_connection({"step_marks": marks}, samples)
-    assert memory["rss_bytes"] == 30_000
-    assert memory["r2"] == pytest.approx(1.0)
-    assert memory["kernel_bytes"] == (4096 + 3000) // 2
-    assert len(memory["points"]) == 3 and not warnings
+    assert big.clamped == 1 and math.isclose(big.summary_ms()["max"], 60_000, rel_tol=0.01)
 
 
 @pytest.mark.timeout(120)
 def test_faults_run_kills_restarts_and_accounts_for_every_delivery(tmp_path: Path) -> None:
-    """`faults` on sse (~18 s): SIGKILL and restart mid-run, a slow consumer, the ledger."""
+    """``faults`` on sse (~20 s): SIGKILL and restart mid-run, a slow consumer, the ledger."""
     argv = ["bench", "--scenario", "faults", "--quick", "--users", "20", "--duration", "4"]
     assert main([*argv, "--transport", "sse", "--out", str(tmp_path)]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    summary = read_summary(run)
-    results = {r["transport"]: r for r in summary["results"]}
-    assert set(results) == {"sse"}
-    for name, result in results.items():
-        faults = result["faults"]
-        deliveries = result["deliveries"]
-        assert faults["killed"] and 0 < faults["outage_s"] < 15, name
-        assert faults["all_back"] and faults["reconnect_ms"]["count"] == faults["clients"] > 0, name
-        reconnect = faults["reconnect_ms"]
-        assert 0 <= reconnect["p50"] <= reconnect["p99"] <= reconnect["max"] < 15_000, name
-        # The one silent loss this can meet is the known stale-cursor hole (test_faults.py).
-        assert faults["lost_silently"] == faults["lost_silently_stale_cursor"], name
-        assert faults["lost_with_resume"] == deliveries["lost"], name
-        assert faults["lost_signalled"] + faults["lost_silently"] == deliveries["lost"], name
-        assert deliveries["delivered"] + deliveries["lost"] == deliveries["expected"] > 0, name
-        assert faults["lost_without_resume"] >= faults["lost_with_resume"], name
-        assert faults["gaps_signalled"] > 0, "clients heard of the restart"
-        assert faults["server_rss_peak_bytes"] > 10 * 2**20, name
-    assert results["sse"]["faults"]["slow_consumer_disconnects"] >= 1
-    assert (run / "faults-sse" / "server-restarted.log").exists()
+    (result,) = read_summary(run)["results"]
+    faults, deliveries = result["faults"], result["deliveries"]
+    assert faults["killed"] and 0 < faults["outage_s"] < 15
+    assert faults["all_back"] and faults["reconnect_ms"]["count"] == faults["clients"] > 0
+    reconnect = faults["reconnect_ms"]
+    assert 0 <= reconnect["p50"] <= reconnect["p99"] <= reconnect["max"] < 15_000
+    # The one silent loss this can meet is the known stale-cursor hole (test_faults.py).
+    assert faults["lost_silently"] == faults["lost_silently_stale_cursor"]
+    assert faults["lost_signalled"] + faults["lost_silently"] == deliveries["lost"]
+    assert deliveries["delivered"] + deliveries["lost"] == deliveries["expected"] > 0
+    assert faults["lost_without_resume"] >= faults["lost_with_resume"]
+    assert faults["gaps_signalled"] > 0, "clients heard of the restart"
+    assert faults["slow_consumer_disconnects"] >= 1
+    assert (run / "faults-sse-r1" / "server-restarted.log").exists()

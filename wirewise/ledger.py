@@ -35,6 +35,7 @@ __all__ = [
     "Accounting",
     "RawMessages",
     "account",
+    "merge",
 ]
 
 OK, REFUSED, UNANSWERED, UNSENT = 0, 1, 2, 3
@@ -99,6 +100,44 @@ class RawMessages:
                 )
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read {path}: {exc}") from exc
+
+
+def merge(finals: list[dict[str, Any]], receivers: dict[str, int] | None = None) -> RawMessages:
+    """One ledger from every load-generator process's tables.
+
+    Each process numbers its rooms in the order it met them; the merged ledger maps every
+    process's numbers to one list of names. ``finals`` are the processes' reports (``rooms``,
+    ``sends`` and ``deliveries`` as the bytes of int64 tables, ``duplicated``, ``connected``);
+    ``receivers`` per room name defaults to the sum of the processes' ``connected`` gauges.
+    """
+    index: dict[str, int] = {}
+    sends, deliveries = [], []
+    duplicated = 0
+    connected: dict[str, int] = {}
+    for final in finals:
+        mapping = np.array(
+            [index.setdefault(name, len(index)) for name in final["rooms"]] or [0], dtype=np.int64
+        )
+        table = np.frombuffer(final["sends"], dtype=np.int64).reshape(-1, 6).copy()
+        if len(table):
+            table[:, 0] = mapping[table[:, 0]]
+        sends.append(table)
+        rows = np.frombuffer(final["deliveries"], dtype=np.int64).reshape(-1, 4).copy()
+        if len(rows):
+            rows[:, 0] = mapping[rows[:, 0]]
+        deliveries.append(rows)
+        duplicated += int(final["duplicated"])
+        for name, count in final.get("connected", {}).items():
+            connected[name] = connected.get(name, 0) + int(count)
+    ordered = sorted(index, key=index.__getitem__)
+    counts = receivers or connected
+    return RawMessages(
+        rooms=ordered,
+        receivers=[int(counts.get(name, 0)) for name in ordered],
+        sends=np.concatenate(sends) if sends else np.zeros((0, 6), np.int64),
+        deliveries=np.concatenate(deliveries) if deliveries else np.zeros((0, 4), np.int64),
+        duplicated=duplicated,
+    )
 
 
 @dataclass
