@@ -189,7 +189,7 @@ def make_run(
 ) -> Path:
     """A chat run's raw files: 100 messages in one room of 4 receivers, 10 s window."""
     directory.mkdir(parents=True)
-    start_us, end_us = int(START * 1e6), int((START + 10) * 1e6)
+    start_us = int(START * 1e6)
     sends, deliveries = [], []
     for n in range(100):
         scheduled = start_us + n * 100_000
@@ -276,7 +276,7 @@ def test_one_invalid_repeat_makes_the_result_invalid(tmp_path: Path) -> None:
                     "argv",
                 )
             }
-        )  # fmt: skip
+        )
     )
     summary = summarize_run(run)
     (result,) = summary.results
@@ -305,7 +305,7 @@ def test_memory_is_fitted_against_clients() -> None:
             "rss_bytes": 5e7 + 30_000 * n,
             "uss_bytes": 4e7 + 25_000 * n,
             "kernel_bytes": 7_000 * n + 1e6,
-        }  # fmt: skip
+        }
         for n in (1_000, 2_000, 3_000, 4_000)
     ]
     warnings: list[str] = []

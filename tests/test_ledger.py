@@ -188,7 +188,11 @@ def merge_and_check(finals: list[dict]) -> RawMessages:
 
     merged = merge(finals)
     assert set(merged.rooms) == {"chat-0", "chat-1", "chat-2"}
-    assert dict(zip(merged.rooms, merged.receivers)) == {"chat-2": 1, "chat-0": 2, "chat-1": 1}
+    assert dict(zip(merged.rooms, merged.receivers, strict=True)) == {
+        "chat-2": 1,
+        "chat-0": 2,
+        "chat-1": 1,
+    }
     assert merged.duplicated == 2
     return merged
 
@@ -201,7 +205,7 @@ def test_encoded_histograms_from_two_workers_add_up_to_the_union() -> None:
     a, b = rng.integers(1, 10_000_000, 5_000), rng.integers(1, 10_000_000, 3_000)
     workers = [Histogram(), Histogram()]
     union = Histogram()
-    for values, histogram in zip((a, b), workers):
+    for values, histogram in zip((a, b), workers, strict=True):
         for value in values.tolist():
             histogram.record(value)
             union.record(value)

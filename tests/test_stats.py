@@ -66,7 +66,9 @@ def test_fit_line_with_its_slope_interval() -> None:
     assert exact["slope"] == pytest.approx(10_000)
     assert exact["r2"] == pytest.approx(1.0)
     assert exact["slope_low"] == pytest.approx(exact["slope_high"])
-    noisy = stats.fit_line(xs, [10_000 * x + 5e7 + e for x, e in zip(xs, (3e5, -2e5, 1e5, -3e5))])
+    noisy = stats.fit_line(
+        xs, [10_000 * x + 5e7 + e for x, e in zip(xs, (3e5, -2e5, 1e5, -3e5), strict=True)]
+    )
     assert noisy["slope_low"] < noisy["slope"] < noisy["slope_high"]
     with pytest.raises(ValueError):
         stats.fit_line([1.0, 1.0], [2.0, 3.0])
