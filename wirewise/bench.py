@@ -181,6 +181,21 @@ def parameters_of(run: Run, options: ScenarioOptions, users: int) -> dict[str, A
         if run.scenario not in ("idle", "saturate")
         else options.step_seconds * options.steps,
         "poll_interval_s": options.poll_interval if run.backend.transport == "poll" else None,
+        **(
+            {"step_users": options.step_users, "ramp_rate": options.ramp_rate}
+            if run.scenario == "idle"
+            else {}
+        ),
+        **(
+            {"rate_factor": options.rate_factor, "latency_bound_ms": options.latency_bound_ms}
+            if run.scenario == "saturate"
+            else {}
+        ),
+        **(
+            {"steps": options.steps, "step_seconds": options.step_seconds}
+            if run.scenario in ("idle", "saturate")
+            else {}
+        ),
         "server_settings": dict(pair.split("=") for pair in SERVER_SETTINGS[1::2]),
         "options": options.as_dict(),
     }

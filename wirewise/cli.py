@@ -396,6 +396,8 @@ def find_run(results: Path | None) -> Path:
     from wirewise.results import newest_run
 
     if results is not None:
+        if not results.exists():
+            raise typer.BadParameter(f"{results}: no such file or directory")
         return results
     for base in (Path("results"), ROOT / "results"):
         run = newest_run(base)
@@ -405,13 +407,14 @@ def find_run(results: Path | None) -> Path:
 
 
 def load_run(results: Path | None) -> tuple[Path, dict]:
+    """The run and its checked ``summary.json``; an unreadable one is a usage error (exit 2)."""
     from wirewise.results import SchemaError, read_summary
 
     run = find_run(results)
     try:
         return run, read_summary(run)
     except SchemaError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(f"{run}: {exc}") from None
 
 
 @app.command()
@@ -421,26 +424,38 @@ def decide(
         float | None, typer.Option(help="Messages per second each client receives.")
     ] = None,
     send_rate: Annotated[
-        float | None, typer.Option(help="Messages per second each client sends.")
+        float | None, typer.Option(help="Messages per second each client sends (0 or more).")
     ] = None,
     latency_ms: Annotated[
         float | None, typer.Option(help="The p99 delivery latency needed, ms.")
     ] = None,
     payload_bytes: Annotated[int, typer.Option(help="Typical message size.")] = 100,
     proxy_blocks_upgrade: Annotated[
-        bool, typer.Option(help="The clients' network blocks the WebSocket upgrade.")
+        bool,
+        typer.Option(
+            "--proxy-blocks-upgrade",
+            metavar="",
+            help="The clients' network blocks the WebSocket upgrade.",
+        ),
     ] = False,
     results: Annotated[
         Path | None,
         typer.Option(help="A results run (default: the newest, or the bundled reference)."),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", metavar="", help="Print the decision as JSON instead of tables."),
+    ] = False,
 ) -> None:
     """Recommend a transport for a workload, with reasons and estimates from measured numbers."""
     import json
 
-    from wirewise.decide import Workload
+    from wirewise.decide import Workload, WorkloadError
     from wirewise.decide import decide as run_decide
+    from wirewise.results import SchemaError, Summary
+
+    def ask(value: Any, question: str, kind: type) -> Any:
+        return value if value is not None else typer.prompt(question, type=kind)
 
     asked = {
         "clients": clients,
@@ -452,33 +467,34 @@ def decide(
         if not sys.stdin.isatty() or json_out:
             missing = ", ".join(f"--{k.replace('_', '-')}" for k, v in asked.items() if v is None)
             raise typer.BadParameter(f"give {missing} (or run in a terminal to be asked)")
-        clients = clients or typer.prompt("How many clients are connected at once", type=int)
-        push_rate = (
-            push_rate
-            if push_rate is not None
-            else typer.prompt("Messages per second each client receives", type=float)
-        )
-        send_rate = (
-            send_rate
-            if send_rate is not None
-            else typer.prompt("Messages per second each client sends", type=float)
-        )
-        latency_ms = latency_ms or typer.prompt(
-            "p99 latency the application needs, in ms", type=float
-        )
+        clients = ask(clients, "How many clients are connected at once", int)
+        push_rate = ask(push_rate, "Messages per second each client receives", float)
+        send_rate = ask(send_rate, "Messages per second each client sends", float)
+        latency_ms = ask(latency_ms, "p99 latency the application needs, in ms", float)
         proxy_blocks_upgrade = proxy_blocks_upgrade or typer.confirm(
             "Does the clients' network block WebSocket upgrades?", default=False
         )
     try:
         workload = Workload(
-            clients, push_rate, send_rate, latency_ms, payload_bytes, proxy_blocks_upgrade
-        )  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    run, summary = load_run(results)
+            clients,  # type: ignore[arg-type]
+            push_rate,  # type: ignore[arg-type]
+            send_rate,  # type: ignore[arg-type]
+            latency_ms,  # type: ignore[arg-type]
+            payload_bytes,
+            proxy_blocks_upgrade,
+        )
+    except WorkloadError as exc:
+        flag = f"'--{exc.field.replace('_', '-')}'"
+        raise typer.BadParameter(exc.message, param_hint=flag) from None
+    run, data = load_run(results)
+    try:
+        summary = Summary.from_json(data)
+    except SchemaError as exc:
+        raise typer.BadParameter(f"{run}: {exc}") from None
     decision = run_decide(workload, summary, run.name)
     if json_out:
-        typer.echo(json.dumps(decision.as_json(), indent=2))
+        # allow_nan=False: JSON has no NaN or Infinity; as_json has replaced any by null.
+        typer.echo(json.dumps(decision.as_json(), indent=2, allow_nan=False))
         return
     from wirewise.console import print_decision
 
@@ -495,6 +511,7 @@ def explain(
     """Short answers for learners and interview preparation, quoting measured numbers."""
     from wirewise.explain import TOPICS
     from wirewise.explain import explain as write
+    from wirewise.results import SchemaError, Summary
 
     if topic is None:
         typer.echo("Topics (wirewise explain TOPIC):")
@@ -503,11 +520,19 @@ def explain(
         return
     if topic not in TOPICS:
         raise typer.BadParameter(f"unknown topic {topic!r}; one of {', '.join(TOPICS)}")
+    summary: Summary | None = None
+    note = ""
+    run = Path("")
     try:
-        run, summary = load_run(results)
-    except typer.BadParameter:
-        run, summary = Path(""), None
-    typer.echo(write(topic, summary, run.name))
+        run, data = load_run(results)
+        summary = Summary.from_json(data)
+    except (typer.BadParameter, SchemaError) as exc:
+        if results is not None:  # asked for this run: not reading it is an error, not a fallback
+            if isinstance(exc, SchemaError):
+                raise typer.BadParameter(f"{run}: {exc}") from None
+            raise
+        note = exc.message if isinstance(exc, typer.BadParameter) else str(exc)
+    typer.echo(write(topic, summary, run.name if summary is not None else "", note))
 
 
 ARGV: list[str] = []

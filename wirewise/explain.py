@@ -1,15 +1,21 @@
-"""``wirewise explain``: short, correct answers for learners, quoting the newest measurements.
+"""``wirewise explain``: short, correct answers for learners, quoting measured figures.
 
-Each topic is a few paragraphs of plain text. Where a figure of the newest results run bears
-on the answer, it is quoted with its run; where none exists, the text says which command
-would measure it, rather than quoting a number from elsewhere.
+Each topic is a few paragraphs of plain text. Where a figure of a results run bears on the
+answer, it is quoted with the result it comes from (``chat/ws``: scenario/backend), and only
+from a valid result: an invalid one measured the load generator or a lower bound, not the
+transport. Where no valid figure exists, the text says which command would measure it, rather
+than quoting a number from elsewhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from wirewise.registry import backend
+from wirewise.results import Result, Summary
+
+__all__ = ["TOPICS", "Facts", "Topic", "explain"]
 
 
 @dataclass(frozen=True)
@@ -20,64 +26,83 @@ class Topic:
 
 
 class Facts:
-    """Figures of a results run, looked up by scenario, transport and server."""
+    """The valid results of a run, looked up by scenario and backend label (``ws@websockets``)."""
 
-    def __init__(self, summary: dict[str, Any] | None, run: str = "") -> None:
+    def __init__(self, summary: Summary | None, run: str = "", note: str = "") -> None:
         self.summary = summary
         self.run = run
+        self.note = note
 
-    def result(
-        self, scenario: str, transport: str, server: str | None = None
-    ) -> dict[str, Any] | None:
+    def find(self, scenario: str, label: str) -> Result | None:
         if self.summary is None:
             return None
-        for result in self.summary["results"]:
-            if result["scenario"] != scenario or result["transport"] != transport:
-                continue
-            if server is not None and result["server"] != server:
-                continue
-            if server is None and transport == "ws" and result["server"] != "uvicorn":
-                continue  # plain "ws" means the framework server; the lean one is named
-            return result
-        return None
+        return self.summary.find(scenario, label)
 
-    def get(self, scenario: str, transport: str, *path: str, server: str | None = None) -> Any:
-        value: Any = self.result(scenario, transport, server)
-        for key in path:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
-        return value
+    def valid(self, scenario: str, label: str) -> Result | None:
+        result = self.find(scenario, label)
+        return result if result is not None and result.valid else None
 
-    def kib(self, transport: str, server: str | None = None) -> str | None:
-        rss = self.get("idle", transport, "memory_per_connection", "rss_bytes", server=server)
-        kernel = self.get("idle", transport, "memory_per_connection", "kernel_bytes", server=server)
-        if rss is None:
+    def why_not(self, scenario: str, label: str) -> str:
+        """Why ``scenario/label`` is not quoted."""
+        result = self.find(scenario, label)
+        where = f"{scenario}/{label}"
+        if self.summary is None:
+            return f"{where}: no results run"
+        if result is None:
+            return f"{where} is not in this run"
+        if not result.valid:
+            why = result.validity.reasons[0] if result.validity.reasons else "no reason recorded"
+            return f"{where} is invalid: {why}"
+        return f"{where} lacks the figure"
+
+    def missing(self, what: str, scenario: str, label: str) -> str:
+        command = f"wirewise bench --scenario {scenario} --transport {backend(label).transport}"
+        return f"({what}: {self.why_not(scenario, label)}; `{command}` measures it.)"
+
+    def ms(self, scenario: str, label: str, key: str = "p50") -> str | None:
+        """A latency percentile with its source, or None."""
+        result = self.valid(scenario, label)
+        value = None if result is None else getattr(result.latency_ms, key)
+        return None if value is None else f"{value:,.1f} ms ({scenario}/{label})"
+
+    def per_connection(self, label: str) -> tuple[float, str] | None:
+        """(RSS + kernel bytes per idle connection, its text with its source), or None."""
+        result = self.valid("idle", label)
+        if result is None or result.memory_per_connection.rss_bytes is None:
             return None
+        rss = result.memory_per_connection.rss_bytes
+        kernel = result.memory_per_connection.kernel_bytes
         text = f"{rss / 1024:.1f} KiB"
         if kernel is not None:
             text += f" (+{kernel / 1024:.1f} KiB in the kernel)"
-        return text
-
-    def ms(
-        self, scenario: str, transport: str, key: str = "p50", server: str | None = None
-    ) -> str | None:
-        value = self.get(scenario, transport, "latency_ms", key, server=server)
-        return None if value is None else f"{value:,.1f} ms"
+        return rss + (kernel or 0), f"{text} (idle/{label})"
 
     def source(self) -> str:
         if self.summary is None:
-            return "No results run was found: `wirewise bench --quick` measures these figures."
-        meta = self.summary["metadata"]
-        return f"Figures: run {self.run or '?'} ({meta.get('started_at', '?')}, {meta.get('cpu_model', '?')}, {meta.get('cores', '?')} cores)."
-
-
-def missing(what: str, command: str) -> str:
-    return f"({what} not in this run: `{command}` measures it.)"
+            why = f" ({self.note})" if self.note else ""
+            return f"No results run was read{why}: `wirewise bench --quick` measures these figures."
+        meta = self.summary.metadata
+        invalid = sum(not r.valid for r in self.summary.results)
+        return (
+            f"Figures: run {self.run or '?'} ({meta.get('started_at', '?')},"
+            f" {meta.get('cpu_model', '?')}, {meta.get('cores', '?')} cores), each with its"
+            " result (scenario/backend)"
+            + (
+                f"; its {invalid} invalid result(s) are not quoted (`wirewise report` says why)."
+                if invalid
+                else "."
+            )
+        )
 
 
 def _upgrade(f: Facts) -> str:
-    send = f.ms("chat", "ws", "p50")
+    send = f.ms("chat", "ws")
+    measured = (
+        f"Measured: once connected, a chat message reached its room in {send} at the median"
+        " over WebSocket."
+        if send
+        else f.missing("WebSocket chat latency", "chat", "ws")
+    )
     return (
         "A WebSocket starts as an ordinary HTTP/1.1 GET with `Connection: Upgrade`, `Upgrade: websocket`\n"
         "and a random `Sec-WebSocket-Key`; the server answers `101 Switching Protocols` with\n"
@@ -91,12 +116,8 @@ def _upgrade(f: Facts) -> str:
         "browser sends cookies with cross-site WebSocket handshakes, so skipping the Origin check invites\n"
         "cross-site WebSocket hijacking.\n\n"
         "After the upgrade there are no more requests, so per-message auth is up to your protocol; a\n"
-        "token that expires mid-connection needs the server to close the socket (or re-check on a timer).\n"
-        + (
-            f"\nMeasured: once connected, a chat message reached its room in {send} (p50) over WebSocket.\n"
-            if send
-            else ""
-        )
+        "token that expires mid-connection needs the server to close the socket (or re-check on a timer).\n\n"
+        f"{measured}\n"
     )
 
 
@@ -111,36 +132,6 @@ def _format(f: Facts) -> str:
         "SSE gives you ids and reconnection for free; a WebSocket gives you none of it, which is why\n"
         "libraries such as Socket.IO exist. wirewise defines one JSON format for every transport, so\n"
         "that the benchmark compares transports and nothing else.\n"
-    )
-
-
-def _memory(f: Facts) -> str:
-    rows = []
-    for transport, server, label in (
-        ("tcp", "asyncio", "raw TCP (the floor)"),
-        ("ws", "websockets", "WebSocket, bare websockets server"),
-        ("ws", "uvicorn", "WebSocket, uvicorn"),
-        ("sse", None, "SSE, uvicorn"),
-        ("h2", None, "HTTP/2 stream, hypercorn"),
-        ("longpoll", None, "held long poll"),
-    ):
-        value = f.kib(transport, server)
-        if value:
-            rows.append(f"  {label:<36} {value}")
-    measured = (
-        "\n".join(rows)
-        if rows
-        else missing("memory per connection", "wirewise bench --scenario idle")
-    )
-    return (
-        "Every open connection costs memory twice: in the kernel (the socket and its buffers) and in\n"
-        "the server process (the framework's objects for it: a protocol object, buffers, a task or\n"
-        "coroutine, your subscription queue). The push transports pay it for as long as a client is\n"
-        "connected; polling pays only per-client state between requests.\n\n"
-        f"Measured per idle connection (slope of RSS against connections):\n{measured}\n\n"
-        "Multiply by your connection count before worrying: 10,000 connections at 30 KiB are 300 MiB.\n"
-        "The limits that bite first are often file descriptors (one per socket) and, in Python, one\n"
-        "core per process: scale out with more processes behind a load balancer.\n"
     )
 
 
@@ -178,38 +169,6 @@ def _proxies(f: Facts) -> str:
     )
 
 
-def _http2(f: Facts) -> str:
-    h2 = f.ms("chat", "h2")
-    sse = f.ms("chat", "sse")
-    ws = f.ms("chat", "ws")
-    cpu_h2 = f.get("chat", "h2", "server_cpu_ms_per_1k_msgs")
-    cpu_sse = f.get("chat", "sse", "server_cpu_ms_per_1k_msgs")
-    measured = (
-        f"\nMeasured chat p50: HTTP/2 {h2}, SSE over HTTP/1.1 {sse}, WebSocket {ws}."
-        + (
-            f" Server CPU per 1,000 messages: HTTP/2 {cpu_h2:.0f} ms vs SSE {cpu_sse:.0f} ms (hypercorn's pure-Python HTTP/2)."
-            if cpu_h2 and cpu_sse
-            else ""
-        )
-        + "\n"
-        if h2 and sse and ws
-        else "\n"
-        + missing("HTTP/2 latency", "wirewise bench --scenario chat --transport h2")
-        + "\n"
-    )
-    return (
-        "HTTP/2 multiplexes many requests on one connection, so an SSE stream and the POSTs that\n"
-        "send messages share one TCP (and TLS) connection, and the browser's six-connections-per-host\n"
-        "limit on HTTP/1.1 (which caps SSE tabs) disappears. It is not full duplex for one request,\n"
-        "though: each message up is still a POST with headers (compressed by HPACK), and server push\n"
-        "is gone from browsers. RFC 8441 lets a WebSocket ride an HTTP/2 stream, which few servers do.\n\n"
-        "So HTTP/2 makes SSE + POST much better, and for server-to-client feeds it removes most reasons\n"
-        "to reach for WebSockets; for chatty client-to-server traffic (games, collaborative editing),\n"
-        "a WebSocket frame is still cheaper than a request. Browsers speak HTTP/2 only over TLS.\n"
-        + measured
-    )
-
-
 def _http3(f: Facts) -> str:
     return (
         "HTTP/3 runs HTTP over QUIC (UDP) instead of TCP: streams do not block each other when a\n"
@@ -224,25 +183,119 @@ def _http3(f: Facts) -> str:
     )
 
 
-def _sse_vs_ws(f: Facts) -> str:
-    lines = []
-    for scenario in ("chat", "broadcast", "game"):
-        sse, ws = f.ms(scenario, "sse"), f.ms(scenario, "ws")
-        down_sse = f.get(scenario, "sse", "bytes_per_message", "down")
-        down_ws = f.get(scenario, "ws", "bytes_per_message", "down")
-        up_sse = f.get(scenario, "sse", "bytes_per_message", "up")
-        up_ws = f.get(scenario, "ws", "bytes_per_message", "up")
-        if sse and ws and down_sse and down_ws:
-            lines.append(
-                f"  {scenario:<9} p50 SSE {sse} vs WS {ws}; bytes down {down_sse:.0f} vs {down_ws:.0f}, up {up_sse or 0:.0f} vs {up_ws or 0:.0f}"
-            )
-    memory = [(t, f.kib(t)) for t in ("sse", "ws")]
-    measured = (
-        "\n".join(lines)
-        if lines
-        else missing("SSE and WebSocket figures", "wirewise bench --quick")
+MEMORY_ROWS = (
+    ("tcp", "raw TCP (the floor)"),
+    ("ws@websockets", "WebSocket, bare websockets server"),
+    ("ws", "WebSocket, uvicorn"),
+    ("sse", "SSE, uvicorn"),
+    ("h2", "HTTP/2 stream, hypercorn"),
+    ("longpoll", "held long poll"),
+    ("poll", "short polling (keep-alive)"),
+)
+
+
+def _memory(f: Facts) -> str:
+    rows, absent = [], []
+    worst: tuple[float, str] | None = None
+    for label, name in MEMORY_ROWS:
+        found = f.per_connection(label)
+        if found is None:
+            absent.append(f"  {name:<34} not quoted: {f.why_not('idle', label)}")
+            continue
+        rows.append(f"  {name:<34} {found[1]}")
+        if worst is None or found[0] > worst[0]:
+            worst = (found[0], label)
+    if absent:
+        rows += [*absent, "  (`wirewise bench --scenario idle` measures them.)"]
+    if worst is not None:
+        scale = (
+            f"Multiply by your connection count before worrying: 10,000 connections at the"
+            f" largest figure here ({worst[0] / 1024:.1f} KiB, idle/{worst[1]}) are"
+            f" {worst[0] * 10_000 / (1 << 20):,.0f} MiB."
+        )
+    else:
+        scale = "Multiply by your connection count: each KiB per connection is 10 MiB at 10,000."
+    return (
+        "Every open connection costs memory twice: in the kernel (the socket and its buffers) and in\n"
+        "the server process (the framework's objects for it: a protocol object, buffers, a task or\n"
+        "coroutine, your subscription queue). The push transports pay it for as long as a client is\n"
+        "connected; polling pays only per-client state between requests.\n\n"
+        "Measured per idle connection (slope of RSS against clients):\n"
+        + "\n".join(rows)
+        + f"\n\n{scale}\n"
+        "The limits that bite first are often file descriptors (one per socket) and, in Python, one\n"
+        "core per process: scale out with more processes behind a load balancer.\n"
     )
-    mem = ", ".join(f"{t} {v}" for t, v in memory if v)
+
+
+def _http2(f: Facts) -> str:
+    found, absent = [], []
+    for label, name in (("h2", "HTTP/2"), ("sse", "SSE over HTTP/1.1"), ("ws", "WebSocket")):
+        value = f.ms("chat", label)
+        if value:
+            found.append(f"{name} {value}")
+        else:
+            absent.append(f.missing(f"{name} chat latency", "chat", label))
+    measured = ("Measured chat p50: " + ", ".join(found) + ".") if found else ""
+    h2, sse = f.valid("chat", "h2"), f.valid("chat", "sse")
+    cpu_h2 = h2.server_cpu_ms_per_1k_msgs if h2 else None
+    cpu_sse = sse.server_cpu_ms_per_1k_msgs if sse else None
+    if cpu_h2 is not None and cpu_sse is not None:
+        measured += (
+            f" Server CPU per 1,000 messages: HTTP/2 {cpu_h2:,.0f} ms (chat/h2) vs SSE"
+            f" {cpu_sse:,.0f} ms (chat/sse)"
+            + (" (hypercorn's pure-Python HTTP/2)." if cpu_h2 > cpu_sse else ".")
+        )
+    return (
+        "HTTP/2 multiplexes many requests on one connection, so an SSE stream and the POSTs that\n"
+        "send messages share one TCP (and TLS) connection, and the browser's six-connections-per-host\n"
+        "limit on HTTP/1.1 (which caps SSE tabs) disappears. It is not full duplex for one request,\n"
+        "though: each message up is still a POST with headers (compressed by HPACK), and server push\n"
+        "is gone from browsers. RFC 8441 lets a WebSocket ride an HTTP/2 stream, which few servers do.\n\n"
+        "So HTTP/2 makes SSE + POST much better, and for server-to-client feeds it removes most reasons\n"
+        "to reach for WebSockets; for chatty client-to-server traffic (games, collaborative editing),\n"
+        "a WebSocket frame is still cheaper than a request. Browsers speak HTTP/2 only over TLS.\n\n"
+        + "\n".join(line for line in (measured.strip(), *absent) if line)
+        + "\n"
+    )
+
+
+def _sse_vs_ws(f: Facts) -> str:
+    lines, absent = [], []
+    for scenario in ("chat", "broadcast", "game"):
+        sse, ws = f.valid(scenario, "sse"), f.valid(scenario, "ws")
+        if sse is None or ws is None:
+            absent.append(
+                f"  {scenario:<9} not quoted: {f.why_not(scenario, 'ws' if sse else 'sse')}"
+            )
+            continue
+        p50_sse, p50_ws = sse.latency_ms.p50, ws.latency_ms.p50
+        b_sse, b_ws = sse.bytes_per_message, ws.bytes_per_message
+        if p50_sse is None or p50_ws is None or b_sse.down is None or b_ws.down is None:
+            absent.append(f"  {scenario:<9} not quoted: {scenario}/sse or {scenario}/ws lacks it")
+            continue
+        lines.append(
+            f"  {scenario:<9} p50 SSE {p50_sse:,.1f} ms vs WS {p50_ws:,.1f} ms; bytes down"
+            f" {b_sse.down:,.0f} vs {b_ws.down:,.0f}, up {b_sse.up or 0:,.0f} vs {b_ws.up or 0:,.0f}"
+            f" ({scenario}/sse, {scenario}/ws)"
+        )
+    if absent:
+        lines += [
+            *absent,
+            "  (`wirewise bench --scenario chat --scenario broadcast --scenario game"
+            " --transport sse --transport ws` measures them.)",
+        ]
+    memory, unmeasured = [], []
+    for label in ("sse", "ws"):
+        found = f.per_connection(label)
+        if found:
+            memory.append(f"{label} {found[1]}")
+        else:
+            memory.append(f"{label} not quoted ({f.why_not('idle', label)})")
+            unmeasured.append(label)
+    if unmeasured:
+        transports = " ".join(f"--transport {label}" for label in unmeasured)
+        memory.append(f"`wirewise bench --scenario idle {transports}` measures it")
     return (
         "SSE is one long HTTP response the server writes events into; the client sends with ordinary\n"
         "requests. It gives you reconnection and resume (`Last-Event-ID`) for free, passes proxies\n"
@@ -251,21 +304,30 @@ def _sse_vs_ws(f: Facts) -> str:
         "A WebSocket is full duplex with 2-14 bytes of framing per message, binary or text; you build\n"
         "resume, acks and reconnection yourself. It wins when clients send often: each send is a\n"
         "frame, not a request with headers.\n\n"
-        f"Measured (p50; bytes per message down per delivery, up per send):\n{measured}\n"
-        + (f"Memory per idle connection: {mem}.\n" if mem else "")
-        + "Rule of thumb: server-to-client mostly, SSE; both directions often, WebSocket.\n"
+        "Measured (p50; bytes per message down per delivery, up per send):\n"
+        + "\n".join(lines)
+        + f"\nMemory per idle connection: {'; '.join(memory)}.\n"
+        "Rule of thumb: server-to-client mostly, SSE; both directions often, WebSocket.\n"
     )
 
 
 def _polling(f: Facts) -> str:
-    p50 = f.get("chat", "poll", "latency_ms", "p50")
-    interval = f.get("chat", "poll", "parameters", "poll_interval_s")
-    measured = (
-        f"Measured: with a {interval:g} s interval, short polling's p50 was {p50:,.0f} ms (theory: half the\n"
-        f"interval, {interval * 500:,.0f} ms), against {f.ms('chat', 'ws')} for a WebSocket.\n"
-        if p50 is not None and interval
-        else missing("polling latency", "wirewise bench --scenario chat --transport poll") + "\n"
-    )
+    poll = f.valid("chat", "poll")
+    p50 = poll.latency_ms.p50 if poll else None
+    interval = poll.parameters.get("poll_interval_s") if poll else None
+    if p50 is not None and interval:
+        ws = f.ms("chat", "ws")
+        measured = (
+            f"Measured: with a {interval:g} s interval, short polling's p50 was {p50:,.0f} ms"
+            f" (chat/poll; theory: half the\ninterval, {interval * 500:,.0f} ms)"
+            + (
+                f", against {ws} for a WebSocket.\n"
+                if ws
+                else f".\n{f.missing('WebSocket chat latency', 'chat', 'ws')}\n"
+            )
+        )
+    else:
+        measured = f.missing("polling latency", "chat", "poll") + "\n"
     return (
         "Short polling asks 'anything new since id N?' every T seconds. A message waits for the next\n"
         "poll: T/2 on average, up to T. Every client costs a request every T seconds whether or not\n"
@@ -295,7 +357,8 @@ TOPICS = {
 }
 
 
-def explain(name: str, summary: dict[str, Any] | None, run: str = "") -> str:
+def explain(name: str, summary: Summary | None, run: str = "", note: str = "") -> str:
+    """The topic's text; ``note`` says why no run was read when ``summary`` is None."""
     topic = TOPICS[name]
-    facts = Facts(summary, run)
+    facts = Facts(summary, run, note)
     return f"{topic.title}\n{'=' * len(topic.title)}\n\n{topic.write(facts).rstrip()}\n\n{facts.source()}\n"

@@ -1,23 +1,28 @@
 """``wirewise report``: charts, Markdown and HTML from one results run, and a verdict from its numbers.
 
-:func:`build_report` reads a run's ``summary.json`` with :func:`wirewise.results.read_summary` (an
-unknown ``schema_version`` is refused) and the histograms of each run's ``scenario.json``, and
-writes into ``out_dir``::
+:func:`build_report` reads a run's ``summary.json`` (schema v2, through
+:func:`wirewise.results.load_summary`: an unknown ``schema_version`` is refused) and, for the
+latency CDFs, each repeat's ``messages.npz``, and writes into ``out_dir``::
 
-    report.md             verdict, conditions, one table per scenario, every warning, the charts
+    report.md             verdict, conditions, one section per scenario (its table, then its
+                          charts), cost per delivery, short polling, every warning
     report.html           the same content, self-contained (inline CSS, charts as data: URLs)
     charts/<name>.png     each chart at 130 dpi ...
     charts/<name>.svg     ... and as SVG
 
-Every chart carries its units, a title and, inside the image, a caption with its sample sizes and
-conditions (CPU, cores, scenario parameters, commit, date), so that a chart copied out of the report
-still says what it shows. A chart whose scenario the run lacks is not drawn, and the report says so.
+Invalid is invalid: a result whose ``validity.valid`` is false (see
+:func:`wirewise.summarize.judge`) is never quoted in the verdict, is drawn hollow and faded
+(or left out, with a note under the chart) and is marked in every table, with its reasons. A
+figure that has a 95 % interval is printed with it, and when the verdict compares two
+transports whose intervals overlap it says "not significant" instead of naming a winner.
 
-:func:`verdict` turns a summary into a few sentences, each citing the figures it rests on; where a
-figure is missing the sentence says that instead of guessing. The CLI prints it too.
+Every chart carries its units, a title and, inside the image, a caption with its sample sizes
+and conditions (CPU, cores, scenario parameters, commit, date), so that a chart copied out of
+the report still says what it shows. A chart the run has no data for is not drawn, and the
+report says so.
 
-Divergence from the console on purpose: the report lists every warning verbatim (grouped as
-:func:`wirewise.console.grouped_warnings` groups them), where the console prints one example a group.
+The report reads results only: it imports neither the bench nor the process helpers (which pin
+CPUs), so it runs on any machine the results were copied to.
 """
 
 from __future__ import annotations
@@ -25,13 +30,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
 import math
 import re
 import shlex
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,29 +44,30 @@ import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot: no display, no GUI event loop
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from wirewise.console import label
-from wirewise.metrics import PERCENTILES, Histogram, too_few_samples
-from wirewise.results import read_summary
-from wirewise.runner import BACKENDS, GENERATOR_SATURATED, SCENARIOS
-from wirewise.sampler import fit_line
+from wirewise import stats
+from wirewise.ledger import RawMessages
+from wirewise.metrics import PERCENTILES, too_few_samples
+from wirewise.registry import BACKENDS, FLOOR
+from wirewise.results import Latency, Result, Summary, load_summary
+from wirewise.summarize import GENERATOR_SATURATED, SCENARIO_ORDER
 
 __all__ = ["Chart", "ReportFiles", "build_report", "verdict"]
 
 LATENCY_SCENARIOS = ("chat", "broadcast", "game")
-FLOOR = "tcp"
 X = "\N{MULTIPLICATION SIGN}"
+DASH = "\N{EN DASH}"
 FLOOR_FACTOR = 3.0
 """A transport "stays near the floor" when its p50 and p99 are both within this factor of the floor's."""
-CPU_TICK_S = 0.01
-"""The kernel counts process CPU time in 10 ms clock ticks: the resolution of every CPU figure."""
-POOR_FIT_R2 = 0.9
 DPI = 130
 WIDTH_IN = 10.0
+REASON_CHARS = 90
+"""A reason quoted inside a chart is cut here; the tables quote it whole."""
 
 ORDER = tuple(b.label for b in BACKENDS)
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies. The floor is grey.
@@ -78,11 +83,12 @@ COLOURS = {
 SPARE_COLOURS = ("#332288", "#882255", "#117733", "#999933", "#44AA99", "#AA4499")
 FLOOR_COLOUR = COLOURS["tcp"]
 BOUND_COLOUR = "#B2182B"
+INVALID_GREY = "#9A9A9A"
+"""An invalid result in the latency chart: grey and hollow, never in its transport's colour."""
 PCT_NAMES = {"p50": "p50", "p90": "p90", "p99": "p99", "p999": "p99.9"}
 PCT_MARKERS = {"p50": "o", "p90": "s", "p99": "^", "p999": "D"}
 PCT_OFFSETS = {"p50": -0.15, "p90": -0.05, "p99": 0.05, "p999": 0.15}
 """Percentiles side by side in a transport's column, so a close p99 and p99.9 both stay visible."""
-SCENARIO_MARKERS = {"chat": "o", "broadcast": "s", "game": "D", "saturate": "^"}
 RC = {
     "font.size": 9,
     "axes.titlesize": 11,
@@ -136,16 +142,18 @@ class ReportFiles:
 # -- numbers as words ---------------------------------------------------------------------------
 
 
+def digits_for(value: float) -> int:
+    size = abs(value)
+    return 2 if size < 10 else 1 if size < 100 else 0
+
+
 def num(value: float | int | None, digits: int | None = None) -> str:
     """A figure for prose and tables: thousands separated, precision by magnitude; '-' if absent."""
     if value is None:
         return "-"
     if isinstance(value, int) and digits is None:
         return f"{value:,}"
-    if digits is None:
-        size = abs(value)
-        digits = 2 if size < 10 else 1 if size < 100 else 0
-    return f"{value:,.{digits}f}"
+    return f"{value:,.{digits_for(value) if digits is None else digits}f}"
 
 
 def g(value: float | int | None) -> str:
@@ -153,11 +161,6 @@ def g(value: float | int | None) -> str:
     if value is None:
         return "-"
     return f"{value:,}" if isinstance(value, int) else f"{value:,.6g}"
-
-
-def span(values: list[float]) -> str:
-    low, high = num(min(values)), num(max(values))
-    return low if low == high else f"{low}-{high}"
 
 
 def kib(value: float | None, digits: int = 1) -> str:
@@ -176,30 +179,83 @@ def factor(value: float, base: float) -> str:
     return f"{value / base:.1f}{X}" if base else "-"
 
 
+def interval_text(low: float, high: float, digits: int) -> str:
+    return f"[{num(low, digits)}{DASH}{num(high, digits)}]"
+
+
+def ci(latency: Latency, key: str) -> tuple[float, float] | None:
+    """The 95 % interval of a percentile, if the summary has one."""
+    found = latency.ci95.get(key)
+    return (float(found[0]), float(found[1])) if found and len(found) == 2 else None
+
+
+def pct(latency: Latency, key: str) -> str:
+    """'7.20 [6.80-7.90]': a percentile with its 95 % interval when there is one."""
+    value = getattr(latency, key)
+    if value is None:
+        return "-"
+    interval = ci(latency, key)
+    text = num(value)
+    return f"{text} {interval_text(*interval, digits_for(value))}" if interval else text
+
+
+def value_range(values: Sequence[float] | None, digits: int | None = None) -> str:
+    """'45.1-50.2' over the repeats; '' when there is one repeat (or all agree)."""
+    if not values or len(values) < 2:
+        return ""
+    low, high = num(min(values), digits), num(max(values), digits)
+    return "" if low == high else f"{low}{DASH}{high}"
+
+
+def cut(text: str, limit: int = REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\N{HORIZONTAL ELLIPSIS}"
+
+
 # -- selecting results --------------------------------------------------------------------------
 
 
-def order_key(result: dict[str, Any]) -> tuple[int, str]:
-    name = label(result)
-    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+def as_summary(summary: Summary | dict[str, Any]) -> Summary:
+    """The typed summary (``wirewise report`` passes ``read_summary``'s checked JSON)."""
+    return summary if isinstance(summary, Summary) else Summary.from_json(summary)
 
 
-def of(summary: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
-    return sorted((r for r in summary["results"] if r["scenario"] == scenario), key=order_key)
+def order_key(result: Result) -> tuple[int, str]:
+    return (ORDER.index(result.label) if result.label in ORDER else len(ORDER), result.label)
 
 
-def timed(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def of(summary: Summary, scenario: str) -> list[Result]:
+    return sorted((r for r in summary.results if r.scenario == scenario), key=order_key)
+
+
+def find(summary: Summary, scenario: str, name: str) -> Result | None:
+    """The result of ``scenario`` whose label is ``name`` ("ws" is the uvicorn one)."""
+    return next((r for r in of(summary, scenario) if r.label == name), None)
+
+
+def is_timed(result: Result) -> bool:
+    return bool(result.latency_ms.count) and result.latency_ms.p50 is not None
+
+
+def timed(results: Iterable[Result]) -> list[Result]:
     """Results with at least one timed delivery."""
-    return [r for r in results if r["latency_ms"].get("count") and r["latency_ms"]["p50"]]
+    return [r for r in results if is_timed(r)]
 
 
-def is_floor(result: dict[str, Any]) -> bool:
-    return result["transport"] == FLOOR
+def valid(results: Iterable[Result]) -> list[Result]:
+    return [r for r in results if r.valid]
 
 
-def scenarios_in(summary: dict[str, Any]) -> list[str]:
-    present = {r["scenario"] for r in summary["results"]}
-    known = [s for s in SCENARIOS if s in present]
+def invalid(results: Iterable[Result]) -> list[Result]:
+    return [r for r in results if not r.valid]
+
+
+def is_floor(result: Result) -> bool:
+    return result.transport == FLOOR
+
+
+def scenarios_in(summary: Summary) -> list[str]:
+    present = {r.scenario for r in summary.results}
+    known = [s for s in SCENARIO_ORDER if s in present]
     return known + sorted(present - set(known))
 
 
@@ -211,14 +267,50 @@ def colour_of(name: str, _spare: dict[str, str] = {}) -> str:  # noqa: B006 - a 
     return _spare[name]
 
 
-def run_label(result: dict[str, Any]) -> str:
-    return f"{result['scenario']}/{label(result)}"
+def run_label(result: Result) -> str:
+    """``chat/ws``: the scenario and label every quoted figure is tied to."""
+    return f"{result.scenario}/{result.label}"
 
 
-def cpu_tick_ms_per_1k(result: dict[str, Any]) -> float | None:
-    """How much one 10 ms CPU-clock tick moves this result's 'CPU ms per 1,000 deliveries'."""
-    delivered = counted_deliveries(result)
-    return CPU_TICK_S * 1e6 / delivered if delivered else None
+def first_reason(result: Result) -> str:
+    return result.validity.reasons[0] if result.validity.reasons else "no reason recorded"
+
+
+def names(results: Iterable[Result]) -> str:
+    return ", ".join(run_label(r) for r in results)
+
+
+def repeat_count(result: Result) -> int:
+    return max(len(result.repeats), 1)
+
+
+def repeat_p99s(result: Result) -> list[float]:
+    return [r.latency_ms.p99 for r in result.repeats if r.latency_ms.p99 is not None]
+
+
+def cpu_range(result: Result) -> list[float] | None:
+    """The repeats' lowest and highest server CPU per 1,000 deliveries, when there are several."""
+    found = result.server_cpu_ms_per_1k_msgs_range
+    return found if found and repeat_count(result) > 1 else None
+
+
+def cpu_text(result: Result) -> str:
+    """'48.3' or, over repeats, '48.3 (45.1-50.2)'."""
+    text = num(result.server_cpu_ms_per_1k_msgs)
+    spread = value_range(cpu_range(result))
+    return f"{text} ({spread})" if spread else text
+
+
+def memory_total(result: Result) -> float | None:
+    m = result.memory_per_connection
+    return None if m.rss_bytes is None or m.kernel_bytes is None else m.rss_bytes + m.kernel_bytes
+
+
+def per_what(result: Result) -> str:
+    """What the idle slope is per: a client (fitted against clients) or a server connection."""
+    return (
+        "connection" if result.memory_per_connection.fitted_against == "connections" else "client"
+    )
 
 
 # -- conditions ---------------------------------------------------------------------------------
@@ -263,68 +355,102 @@ def shared_cores(metadata: dict[str, Any]) -> list[int]:
     return sorted(set(used.get("server") or []) & set(used.get("load_generator") or []))
 
 
-def workload(results: list[dict[str, Any]]) -> str:
+def sampling_text(metadata: dict[str, Any]) -> str:
+    """How CPU was measured, from metadata ``sampling``: the resolution of every CPU figure."""
+    sampling = metadata.get("sampling") or {}
+    if not sampling.get("cpu"):
+        return "how CPU was sampled is not recorded in this run's metadata"
+    every = sampling.get("interval_s")
+    return f"CPU from {sampling['cpu']}" + (f", sampled every {g(every)} s" if every else "")
+
+
+def repeats_text(summary: Summary) -> str:
+    counts = sorted({repeat_count(r) for r in summary.results})
+    if not counts:
+        return "no repeats"
+    text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}{DASH}{counts[-1]}"
+    return f"{text} repeat{'s' if counts[-1] > 1 else ''} a result"
+
+
+def workload(results: list[Result]) -> str:
     """The scenario's parameters in words (from the first result; they are per scenario)."""
-    params = next((r["parameters"] for r in results if r["parameters"]), {})
+    params = next((r.parameters for r in results if r.parameters), {})
     if not params:
         return "parameters not recorded"
-    scenario = results[0]["scenario"]
+    options = params.get("options") or {}
+    scenario = results[0].scenario
     payload = params.get("payload_bytes")
     text_size = f"{g(payload)}-char text"
     if scenario == "game" and payload == 100:
         # scenarios/game.py sends 50-character updates when given the general default of 100,
-        # but the runner records the 100 it passed: say what was sent, and why it differs.
+        # but the parameters record the 100 it was passed: say what was sent, and why it differs.
         text_size = "50-char text (game's own default; the results record 100)"
-    rooms = params.get("rooms")
-    where = f" in {rooms} room{'s' if rooms != 1 else ''}" if rooms else ""
+    room = params.get("room_size")
+    where = f" in rooms of {g(room)}" if room else ""
+    rate = params.get("rate_per_user")
     if scenario == "idle":
-        # Short polling may ramp to fewer clients than the rest (the runner's FULL_IDLE_POLL).
-        steps = sorted(
-            {
-                (r["parameters"].get("step_users"), r["transport"])
-                for r in results
-                if r["parameters"]
-            }
-        )
-        sizes = sorted({size for size, _ in steps if size is not None})
-        per = ", ".join(
-            f"{g(size)} ({', '.join(sorted({t for s2, t in steps if s2 == size}))})"
-            for size in sizes
-        )
+        # Short polling may ramp to fewer clients than the rest.
+        sizes: dict[Any, set[str]] = {}
+        for r in results:
+            size = (r.parameters.get("options") or {}).get("step_users")
+            if size is not None:
+                sizes.setdefault(size, set()).add(r.label)
+        if len(sizes) > 1:
+            per = ", ".join(
+                f"{g(size)} ({', '.join(sorted(labels))})" for size, labels in sorted(sizes.items())
+            )
+        else:
+            per = g(options.get("step_users"))
         text = (
-            f"{per if len(sizes) > 1 else g(params.get('step_users'))} clients a step"
-            f" {X} {g(params.get('steps'))} steps of {g(params.get('step_seconds'))} s"
+            f"{per} clients a step {X} {g(options.get('steps'))} steps of"
+            f" {g(options.get('step_seconds'))} s"
         )
     elif scenario == "saturate":
         text = (
-            f"{g(params.get('users'))} users{where}, rate from {g(params.get('rate_per_user'))}"
-            f" msg/s per user, up to {g(params.get('steps'))} steps of {g(params.get('step_seconds'))} s,"
-            f" bound p99 ≤ {g(params.get('latency_bound_ms'))} ms, {text_size}"
+            f"{g(params.get('users'))} users{where}, rate from {g(rate)} msg/s per user,"
+            f" {X}{g(options.get('rate_factor'))} a step, up to {g(options.get('steps'))} steps of"
+            f" {g(options.get('step_seconds'))} s, bound p99 ≤"
+            f" {g(options.get('latency_bound_ms'))} ms, {text_size}"
+        )
+    elif scenario == "broadcast":
+        text = (
+            f"{g(params.get('users'))} users{where}: one publisher sending {g(rate)} msg/s to"
+            f" each room, the rest listening, {text_size}, {g(params.get('duration_s'))} s measured"
         )
     else:
         text = (
-            f"{g(params.get('users'))} users{where}, {g(params.get('rate_per_user'))} msg/s each,"
-            f" {text_size}, {g(params.get('duration_s'))} s measured"
+            f"{g(params.get('users'))} users{where}, {g(rate)} msg/s each, {text_size},"
+            f" {g(params.get('duration_s'))} s measured"
         )
+        if scenario == "faults" and options.get("kill_at") is not None:
+            text += f", the server killed {g(options['kill_at'] * 100)} % into the window"
     intervals = sorted(
-        {r["parameters"].get("poll_interval_s") for r in results if r["transport"] == "poll"}
-        - {None}
+        {r.parameters.get("poll_interval_s") for r in results if r.transport == "poll"} - {None}
     )
     if intervals:
         text += f"; poll every {', '.join(f'{t:g}' for t in intervals)} s"
     return text
 
 
-def samples_text(results: list[dict[str, Any]], what: str = "deliveries timed") -> str:
-    counts = {label(r): r["latency_ms"]["count"] for r in results}
+def samples_text(results: list[Result], what: str = "deliveries timed") -> str:
+    counts = {r.label: r.latency_ms.count for r in results}
     if len(set(counts.values())) == 1:
         (count,) = set(counts.values())
         return f"n = {count:,} {what} per transport"
     return f"n ({what}): " + ", ".join(f"{name} {count:,}" for name, count in counts.items())
 
 
-def deliveries_text(summary: dict[str, Any], scenarios: list[str]) -> str:
-    """Sample sizes of the per-delivery figures: deliveries each run divided by, per scenario."""
+def counted_deliveries(result: Result) -> float | None:
+    """The deliveries a result's CPU and bytes figures are divided by."""
+    if result.scenario == "saturate":
+        held = result.highest_rate_held or {}
+        seconds = (result.parameters.get("options") or {}).get("step_seconds")
+        return held["deliveries_per_s"] * seconds if held and seconds else None
+    return result.deliveries.delivered or None
+
+
+def deliveries_text(summary: Summary, scenarios: list[str]) -> str:
+    """Sample sizes of the per-delivery figures: deliveries each result divided by, per scenario."""
     parts = []
     for scenario in scenarios:
         counts = sorted(
@@ -333,34 +459,25 @@ def deliveries_text(summary: dict[str, Any], scenarios: list[str]) -> str:
         if counts:
             text = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}-{counts[-1]:,}"
             parts.append(f"{scenario} {text}")
-    return f"n = deliveries a run: {', '.join(parts)}" if parts else "n not recorded"
-
-
-def counted_deliveries(result: dict[str, Any]) -> float | None:
-    """The deliveries a result's CPU and bytes figures are divided by."""
-    if result["scenario"] == "saturate":
-        held = result.get("highest_rate_held") or {}
-        seconds = result["parameters"].get("step_seconds")
-        return held["deliveries_per_s"] * seconds if held and seconds else None
-    return result["deliveries"].get("delivered") or None
+    return f"n = deliveries a result: {', '.join(parts)}" if parts else "n not recorded"
 
 
 # -- the verdict --------------------------------------------------------------------------------
 
 
-def verdict(summary: dict[str, Any]) -> list[str]:
-    """A short verdict, each sentence citing its numbers; missing figures are said to be missing."""
-    if not summary["results"]:
+def verdict(summary: Summary | dict[str, Any]) -> list[str]:
+    """A short verdict from valid results only, each figure named by its scenario/label.
+
+    Where no valid result supports a sentence, the sentence says so instead of quoting one.
+    """
+    summary = as_summary(summary)
+    if not summary.results:
         return ["This run holds no results (0 runs), so nothing is concluded."]
     present = scenarios_in(summary)
-    answer = answer_sentence(summary)
-    sentences = [answer] if answer else []
-    sentences += [
-        latency_sentence(scenario, of(summary, scenario))
-        for scenario in LATENCY_SCENARIOS
-        if scenario in present
-    ]
-    if not sentences:
+    sentences = [s for s in (answer_sentence(summary), validity_sentence(summary)) if s]
+    latency = [s for s in LATENCY_SCENARIOS if s in present]
+    sentences += [latency_sentence(s, of(summary, s)) for s in latency]
+    if not latency:
         sentences.append(
             f"This run has no chat, broadcast or game result (it has {', '.join(present)}),"
             " so delivery latency against the floor is not measured here."
@@ -374,277 +491,360 @@ def verdict(summary: dict[str, Any]) -> list[str]:
     return sentences
 
 
-def find(summary: dict[str, Any], scenario: str, name: str) -> dict[str, Any] | None:
-    """The result of ``scenario`` whose label is ``name`` ("ws" is the uvicorn one)."""
-    return next((r for r in of(summary, scenario) if label(r) == name), None)
+def usable(result: Result | None) -> str | None:
+    """Why a result cannot be quoted for latency, or None when it can."""
+    if result is None:
+        return "not measured"
+    if not result.valid:
+        return f"invalid ({cut(first_reason(result), 70)})"
+    if not is_timed(result):
+        return "timed no delivery"
+    return None
 
 
-def idle_total(summary: dict[str, Any], name: str) -> float | None:
-    """Server RSS + kernel bytes per idle connection of ``name``, if fitted."""
-    r = find(summary, "idle", name)
-    m = r["memory_per_connection"] if r else None
-    if not m or m["rss_bytes"] is None or m["kernel_bytes"] is None:
-        return None
-    return m["rss_bytes"] + m["kernel_bytes"]
+def compare(a: Result, b: Result, key: str = "p99") -> bool | None:
+    """Do two results' intervals of a percentile overlap? None: one has no interval."""
+    return stats.overlaps(ci(a.latency_ms, key), ci(b.latency_ms, key))
 
 
-def sse_and_ws(
-    summary: dict[str, Any], scenario: str
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The timed SSE and (uvicorn) WebSocket results of ``scenario``, if both exist."""
-    sse, ws = find(summary, scenario, "sse"), find(summary, scenario, "ws")
-    if sse is None or ws is None or len(timed([sse, ws])) < 2:
-        return None
-    return sse, ws
+def quoted(result: Result, key: str = "p99") -> str:
+    """'chat/ws p99 2.25 [1.98-3.68] ms'."""
+    return f"{run_label(result)} {PCT_NAMES[key]} {pct(result.latency_ms, key)} ms"
 
 
-def answer_sentence(summary: dict[str, Any]) -> str | None:
-    """The one-line answer to "do I need WebSockets?", from this run's SSE and WebSocket figures.
+def answer_sentence(summary: Summary) -> str | None:
+    """The one-line answer to "do I need WebSockets?", from valid SSE and WebSocket results.
 
-    None when the run lacks the figures to say it (no SSE or no WebSocket latency).
+    Broadcast first (pushing is its whole traffic), then chat. None when the run has neither.
     """
-    pairs = {s: pair for s in ("broadcast", "chat") if (pair := sse_and_ws(summary, s))}
-    if not pairs:
+    scenarios = [s for s in ("broadcast", "chat") if of(summary, s)]
+    if not scenarios:
         return None
-
-    def saturated(scenario: str) -> bool:
-        return any((r.get("load_generator") or {}).get("saturated") for r in pairs[scenario])
-
-    # The first push scenario measured with the load generator under its limit, if any.
-    push = next((s for s in pairs if not saturated(s)), next(iter(pairs)))
+    pairs: dict[str, tuple[Result, Result]] = {}
+    why_not = []
+    for scenario in scenarios:
+        sse, ws = find(summary, scenario, "sse"), find(summary, scenario, "ws")
+        problems = [
+            f"{scenario}/{name} {problem}"
+            for name, r in (("sse", sse), ("ws", ws))
+            if (problem := usable(r))
+        ]
+        if problems:
+            why_not += problems
+        else:
+            assert sse is not None and ws is not None
+            pairs[scenario] = (sse, ws)
+    if not pairs:
+        return (
+            "No answer to “do I need WebSockets?” from this run: it needs a valid SSE and"
+            f" WebSocket result in broadcast or chat, and {'; '.join(why_not)}."
+        )
+    push = next(iter(pairs))
     sse, ws = pairs[push]
-    p99_sse, p99_ws = sse["latency_ms"]["p99"], ws["latency_ms"]["p99"]
-    close = p99_sse <= 2 * p99_ws
-    lead = (
-        "Answer: for pushing to clients, SSE + POST is enough on this machine"
-        if close
-        else "Answer: WebSockets delivered markedly faster than SSE + POST on this machine"
-    )
-    if saturated(push):
-        lead = lead.replace("Answer:", "Tentative answer (the load generator was saturated):")
-    facts = [f"in {push} its p99 was {num(p99_sse)} ms against WebSocket's {num(p99_ws)} ms"]
-    mem_sse, mem_ws = idle_total(summary, "sse"), idle_total(summary, "ws")
-    if mem_sse is not None and mem_ws is not None:
-        facts.append(
-            f"an idle connection cost {kib(mem_sse)} against {kib(mem_ws)} KiB (server + kernel)"
-        )
-    chat_sse, chat_ws = find(summary, "chat", "sse"), find(summary, "chat", "ws")
-    cpu_sse = chat_sse["server_cpu_ms_per_1k_msgs"] if chat_sse else None
-    cpu_ws = chat_ws["server_cpu_ms_per_1k_msgs"] if chat_ws else None
-    tail = ""
-    if cpu_sse and cpu_ws:
-        facts.append(
-            f"with every user sending (chat) the server spent {num(cpu_sse)} against"
-            f" {num(cpu_ws)} ms of CPU per 1,000 messages"
-        )
-        if cpu_ws < cpu_sse:
-            tail = (
-                "; WebSockets earn their keep when clients send often (each send is a frame,"
-                " not an HTTP request) or need full duplex"
+    p99_sse, p99_ws = sse.latency_ms.p99, ws.latency_ms.p99
+    assert p99_sse is not None and p99_ws is not None
+    overlap = compare(sse, ws)
+    enough = "Answer: for pushing to clients, SSE + POST is enough on this machine"
+    sure = "significantly" if overlap is False else "with no interval to judge the difference"
+    if overlap:
+        lead, judged = enough, "not significant (the 95 % intervals overlap)"
+    elif p99_sse <= p99_ws:
+        lead, judged = enough, f"SSE lower, {sure}"
+    elif p99_sse <= 2 * p99_ws:
+        lead, judged = enough, f"WebSocket lower, {sure}, but within 2{X}"
+    else:
+        lead = "Answer: WebSockets delivered markedly faster than SSE + POST on this machine"
+        judged = f"{factor(p99_sse, p99_ws)} apart, {sure}"
+    facts = [f"{quoted(sse)} against {quoted(ws)}, {judged}"]
+    idle_sse, idle_ws = find(summary, "idle", "sse"), find(summary, "idle", "ws")
+    if idle_sse and idle_ws and idle_sse.valid and idle_ws.valid:
+        mem_sse, mem_ws = memory_total(idle_sse), memory_total(idle_ws)
+        if mem_sse is not None and mem_ws is not None:
+            same = stats.overlaps(
+                _tuple(idle_sse.memory_per_connection.rss_ci95),
+                _tuple(idle_ws.memory_per_connection.rss_ci95),
             )
+            facts.append(
+                f"an idle {per_what(idle_sse)} cost {kib(mem_sse)} KiB (idle/sse) against"
+                f" {kib(mem_ws)} KiB (idle/ws), server RSS + kernel"
+                + (", not significant (the RSS intervals overlap)" if same else "")
+            )
+    chat_sse, chat_ws = find(summary, "chat", "sse"), find(summary, "chat", "ws")
+    tail = ""
+    if chat_sse and chat_ws and chat_sse.valid and chat_ws.valid:
+        cpu_sse, cpu_ws = chat_sse.server_cpu_ms_per_1k_msgs, chat_ws.server_cpu_ms_per_1k_msgs
+        if cpu_sse and cpu_ws:
+            same = stats.overlaps(_tuple(cpu_range(chat_sse)), _tuple(cpu_range(chat_ws)))
+            facts.append(
+                f"with every user sending the server spent {cpu_text(chat_sse)} (chat/sse)"
+                f" against {cpu_text(chat_ws)} (chat/ws) ms of CPU per 1,000 deliveries"
+                + (", not significant over the repeats" if same else "")
+            )
+            if cpu_ws < cpu_sse and not same:
+                tail = (
+                    "; WebSockets earn their keep when clients send often (each send is a frame,"
+                    " not an HTTP request) or need full duplex"
+                )
     poll = find(summary, push, "poll")
-    if poll and timed([poll]) and poll["parameters"].get("poll_interval_s"):
+    interval = poll.parameters.get("poll_interval_s") if poll else None
+    if poll and interval and usable(poll) is None:
         tail += (
-            f"; short polling is enough only when waiting about half its interval is fine"
-            f" (p50 {num(poll['latency_ms']['p50'])} ms at T = {g(poll['parameters']['poll_interval_s'])} s)"
+            "; short polling is enough only when waiting about half its interval is fine"
+            f" ({quoted(poll, 'p50')} at T = {g(interval)} s)"
         )
-    return f"{lead}: {', '.join(facts)}{tail}."
+    return f"{lead}: {'; '.join(facts)}{tail}."
 
 
-def latency_sentence(scenario: str, results: list[dict[str, Any]]) -> str:
-    measured = timed(results)
+def _tuple(values: Sequence[float] | None) -> tuple[float, float] | None:
+    return (float(values[0]), float(values[1])) if values and len(values) == 2 else None
+
+
+def validity_sentence(summary: Summary) -> str:
+    """Which results are left out as invalid, grouped by their first reason."""
+    bad = invalid(summary.results)
+    total = len(summary.results)
+    if not bad:
+        return f"All {total} results passed the validity checks, so every one is quoted below."
+    groups: dict[str, list[Result]] = {}
+    for r in bad:
+        groups.setdefault(first_reason(r), []).append(r)
+    parts = [f"{names(rs)}: {reason}" for reason, rs in groups.items()]
+    return (
+        f"Left out of every sentence here as invalid, {len(bad)} of {total} results: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def latency_sentence(scenario: str, results: list[Result]) -> str:
+    measured = valid(timed(results))
+    left = invalid(results)
+    dropped = f" (left out as invalid: {names(left)})" if left else ""
     if not measured:
-        return f"In {scenario} no delivery was timed by any of its {len(results)} runs, so its latency is unknown."
+        if left:
+            return (
+                f"In {scenario} no valid result timed a delivery{dropped}, so its latency is not"
+                " quoted."
+            )
+        return (
+            f"In {scenario} no delivery was timed by any of its {len(results)} results, so its"
+            " latency is unknown."
+        )
     floor = next((r for r in measured if is_floor(r)), None)
     others = [r for r in measured if not is_floor(r)]
 
-    def pair(r: dict[str, Any]) -> str:
-        return f"{num(r['latency_ms']['p50'])}/{num(r['latency_ms']['p99'])} ms"
+    def pair(r: Result) -> str:
+        return f"{num(r.latency_ms.p50)}/{num(r.latency_ms.p99)} ms"
 
     if floor is None:
-        best = min(others, key=lambda r: r["latency_ms"]["p50"])
-        return (
-            f"In {scenario} the raw-TCP floor was not measured, so no transport can be read against"
-            f" the machine's own cost; the lowest p50/p99 was {label(best)}'s {pair(best)}"
-            f" ({best['latency_ms']['count']:,} samples)."
+        head = (
+            f"In {scenario} the raw-TCP floor was not measured (or not validly), so no transport"
+            " can be read against the machine's own cost"
         )
-    f50, f99 = floor["latency_ms"]["p50"], floor["latency_ms"]["p99"]
+        text = head + best_clause(others) + dropped
+        return text + "."
+    f50, f99 = floor.latency_ms.p50, floor.latency_ms.p99
+    assert f50 is not None and f99 is not None
     head = (
         f"In {scenario}, against the raw-TCP floor's p50/p99 of {pair(floor)}"
-        f" ({floor['latency_ms']['count']:,} samples)"
+        f" ({run_label(floor)}, {floor.latency_ms.count:,} samples)"
     )
     if not others:
-        return head + ", no other transport was timed."
+        return head + f", no other transport was validly timed{dropped}."
     near = [
         r
         for r in others
-        if r["latency_ms"]["p50"] <= FLOOR_FACTOR * f50
-        and r["latency_ms"]["p99"] <= FLOOR_FACTOR * f99
+        if (r.latency_ms.p50 or 0) <= FLOOR_FACTOR * f50
+        and (r.latency_ms.p99 or 0) <= FLOOR_FACTOR * f99
     ]
     far = [r for r in others if r not in near]
-    near.sort(key=lambda r: r["latency_ms"]["p50"])
-    far.sort(key=lambda r: r["latency_ms"]["p50"])
+    near.sort(key=lambda r: r.latency_ms.p50 or 0)
+    far.sort(key=lambda r: r.latency_ms.p50 or 0)
     text = head + ", "
     if near:
-        text += f"{', '.join(f'{label(r)} ({pair(r)})' for r in near)} stayed within {FLOOR_FACTOR:g}{X} on both"
+        text += (
+            f"{', '.join(f'{run_label(r)} ({pair(r)})' for r in near)} stayed within"
+            f" {FLOOR_FACTOR:g}{X} on both"
+        )
     else:
         text += f"no transport stayed within {FLOOR_FACTOR:g}{X} on both"
     if far:
         text += "; " if near else ": "
         text += ", ".join(
-            f"{label(r)} ({pair(r)}, {factor(r['latency_ms']['p50'], f50)}/{factor(r['latency_ms']['p99'], f99)})"
+            f"{run_label(r)} ({pair(r)}, {factor(r.latency_ms.p50 or 0, f50)}/"
+            f"{factor(r.latency_ms.p99 or 0, f99)})"
             for r in far
         )
         text += " did not" if near else ""
-    thin = [r for r in measured if "p99" in too_few_samples(r["latency_ms"]["count"])]
+    text += best_clause(others)
+    thin = [r for r in measured if "p99" in too_few_samples(r.latency_ms.count)]
     if thin:
         text += (
-            f" (p99 of {', '.join(label(r) for r in thin)} rests on fewer than 1,000 samples:"
-            f" {', '.join(num(r['latency_ms']['count']) for r in thin)})"
+            f" (p99 of {names(thin)} rests on fewer than 1,000 samples:"
+            f" {', '.join(num(r.latency_ms.count) for r in thin)})"
         )
-    return text + "."
+    return text + dropped + "."
 
 
-def saturate_sentence(results: list[dict[str, Any]]) -> str:
+def best_clause(results: list[Result]) -> str:
+    """'; the lowest p99 was chat/ws's 2.25 [1.98-3.68] ms, not significantly below ...'."""
+    ranked = sorted(
+        (r for r in results if r.latency_ms.p99 is not None), key=lambda r: r.latency_ms.p99 or 0
+    )
+    if not ranked:
+        return ""
+    best = ranked[0]
+    text = f"; the lowest p99 was {quoted(best)}"
+    if len(ranked) == 1:
+        return text
+    second = ranked[1]
+    overlap = compare(best, second)
+    if overlap is None:
+        return text + f", ahead of {quoted(second)} (no interval to judge the difference)"
+    if overlap:
+        return text + f", not significant against {quoted(second)} (the 95 % intervals overlap)"
+    return text + f", significantly below {quoted(second)}"
+
+
+def saturate_sentence(results: list[Result]) -> str:
     if not results:
         return "No saturate result, so the highest sustainable rate is not measured here."
+    good = valid(results)
+    left = invalid(results)
+    dropped = f"left out as invalid: {names(left)}" if left else ""
     bound = next(
-        (r["parameters"].get("latency_bound_ms") for r in results if r["parameters"]), None
+        (
+            (r.parameters.get("options") or {}).get("latency_bound_ms")
+            for r in results
+            if r.parameters
+        ),
+        None,
     )
-    held = [r for r in results if r.get("highest_rate_held")]
-    failed = [r for r in results if not r.get("highest_rate_held")]
-    held.sort(key=lambda r: -r["highest_rate_held"]["deliveries_per_s"])
-
-    def rate(r: dict[str, Any]) -> str:
-        return f"{label(r)} {num(r['highest_rate_held']['deliveries_per_s'], 0)}"
-
-    unbounded = [r for r in held if _held_to_end(r)]
-    bounded = [r for r in held if not _held_to_end(r)]
-    parts = []
-    if bounded:
-        parts.append(", ".join(rate(r) for r in bounded) + " deliveries/s")
-    if unbounded:
-        parts.append(
-            ", ".join(rate(r) for r in unbounded)
-            + " deliveries/s, each still holding at its last step (a lower bound, not a limit)"
+    held = sorted(
+        (r for r in good if r.highest_rate_held),
+        key=lambda r: -float((r.highest_rate_held or {}).get("deliveries_per_s") or 0),
+    )
+    broke = [r for r in good if not r.highest_rate_held]
+    if not good:
+        return (
+            f"Under saturate no result is valid, so no highest sustainable rate is quoted"
+            f" ({dropped}; see the saturate section)."
         )
+
+    def rate(r: Result) -> str:
+        best = r.highest_rate_held or {}
+        text = f"{run_label(r)} {num(best.get('deliveries_per_s'), 0)}"
+        spread = value_range(best.get("range"), 0)
+        return text + (f" ({spread} over {repeat_count(r)} repeats)" if spread else "")
+
     text = (
         f"Under saturate the highest rate that held p99 ≤ {g(bound)} ms with every message"
         " delivered was "
     )
-    text += "; ".join(parts) if parts else "reached by no transport"
-    if failed:
+    text += (
+        ", ".join(rate(r) for r in held) + " deliveries/s" if held else "reached by no valid result"
+    )
+    if broke:
         bits = []
-        for r in failed:
-            first = next(
-                (s for s in r.get("steps") or [] if s["latency_ms"]["p99"] is not None), None
-            )
+        for r in broke:
+            first = next((s for s in r.steps if s.latency_ms.p99 is not None), None)
             bits.append(
-                f"{label(r)} (first step p99 {num(first['latency_ms']['p99'])} ms at"
-                f" {num(first['deliveries_per_s'], 0)}/s)"
+                f"{run_label(r)} (first step p99 {num(first.latency_ms.p99)} ms at"
+                f" {num(first.deliveries_per_s, 0)} deliveries/s)"
                 if first
-                else f"{label(r)} (no step timed)"
+                else f"{run_label(r)} (no step timed)"
             )
-        text += f"; no step held for {', '.join(bits)}"
-    return text + "."
+        text += f"; the first rate tried already broke the bound for {', '.join(bits)}"
+    return text + (f"; {dropped}" if dropped else "") + "."
 
 
-def _held_to_end(result: dict[str, Any]) -> bool:
-    steps = result.get("steps") or []
-    return bool(steps) and all(s["held"] for s in steps)
-
-
-def idle_sentence(summary: dict[str, Any]) -> str:
+def idle_sentence(summary: Summary) -> str:
     idle = of(summary, "idle")
     if not idle:
         return "This run has no idle result, so what an idle connection costs is not measured here."
-    fitted = [
-        r
-        for r in idle
-        if r["memory_per_connection"]["rss_bytes"] is not None
-        and r["memory_per_connection"]["kernel_bytes"] is not None
-    ]
+    left = invalid(idle)
+    fitted = [r for r in valid(idle) if memory_total(r) is not None]
+    dropped = f"; left out as invalid: {names(left)}" if left else ""
     if not fitted:
-        return f"None of the {len(idle)} idle runs produced a memory fit, so the cost of a connection is unknown."
-
-    def total(r: dict[str, Any]) -> float:
-        m = r["memory_per_connection"]
-        return m["rss_bytes"] + m["kernel_bytes"]
-
-    parts = []
-    for r in sorted(fitted, key=total):
-        m = r["memory_per_connection"]
-        per_gib = (2**30 / total(r)) if total(r) > 0 else 0
-        parts.append(
-            f"{label(r)} {kib(m['rss_bytes'])} + {kib(m['kernel_bytes'])} = {kib(total(r))} KiB"
-            f" (≈{approx(per_gib)} per GiB)"
+        return (
+            f"None of the {len(idle)} idle results has a valid memory fit, so the cost of an idle"
+            f" connection is not quoted{dropped}."
         )
-    text = "One idle connection costs, server RSS + kernel (fitted slopes): " + "; ".join(parts)
-    thin = [r for r in fitted if len(r["memory_per_connection"]["points"]) < 3]
+    fitted.sort(key=lambda r: memory_total(r) or 0)
+    parts = []
+    for r in fitted:
+        m = r.memory_per_connection
+        total = memory_total(r) or 0
+        interval = (
+            f" {interval_text(m.rss_ci95[0] / 1024, m.rss_ci95[1] / 1024, 1)}" if m.rss_ci95 else ""
+        )
+        parts.append(
+            f"{run_label(r)} {kib(m.rss_bytes)}{interval} + {kib(m.kernel_bytes)} ="
+            f" {kib(total)} KiB (≈{approx(2**30 / total) if total > 0 else '-'} per GiB)"
+        )
+    against = sorted({r.memory_per_connection.fitted_against or "clients" for r in fitted})
+    text = (
+        f"One idle {per_what(fitted[0])} costs, server RSS slope [95 % interval] + kernel, fitted"
+        f" against {' and '.join(against)}: " + "; ".join(parts)
+    )
+    others = [r for r in fitted if not is_floor(r)]
+    if len(others) >= 2:
+        a, b = others[0], others[1]
+        same = stats.overlaps(
+            _tuple(a.memory_per_connection.rss_ci95), _tuple(b.memory_per_connection.rss_ci95)
+        )
+        if same:
+            text += (
+                f"; the cheapest, {run_label(a)}, is not significantly below {run_label(b)}"
+                " (their RSS intervals overlap)"
+            )
+        elif same is False:
+            text += f"; the cheapest, {run_label(a)}, is significantly below {run_label(b)}"
+    thin = [r for r in fitted if len(r.memory_per_connection.points) < 3]
     if thin:
         text += (
-            f"; the fits of {', '.join(label(r) for r in thin)} pass through only"
-            f" {' or '.join(sorted({str(len(r['memory_per_connection']['points'])) for r in thin}))}"
-            " plateaus, so their R² proves nothing"
+            f"; the fits of {names(thin)} pass through fewer than 3 plateaus, so their R² proves"
+            " nothing"
         )
-    poor = [r for r in fitted if (r["memory_per_connection"]["r2"] or 0) < POOR_FIT_R2]
-    if poor:
-        text += "; rough fits: " + ", ".join(
-            f"{label(r)} R² {r['memory_per_connection']['r2']:.2f}" for r in poor
-        )
-    ratios = []
-    for r in fitted:
-        points = r["memory_per_connection"]["points"]
-        if points and points[-1].get("clients"):
-            ratio = points[-1]["connections"] / points[-1]["clients"]
-            if ratio > 1.2:
-                ratios.append(f"{label(r)} {ratio:.1f}")
-    if ratios:
-        text += (
-            "; the slope is per server connection, and at the top plateau clients held"
-            f" {', '.join(ratios)} connections each, so a client costs that much more"
-        )
-    unfitted = [r for r in idle if r not in fitted]
-    if unfitted:
-        text += f"; no fit for {', '.join(label(r) for r in unfitted)} (see its warnings)"
-    fd_limit = summary["metadata"].get("fd_limit")
+    fd_limit = summary.metadata.get("fd_limit")
     if fd_limit:
         text += f"; one server process is capped by its {fd_limit:,} open files"
-    return text + "."
+    return text + dropped + "."
 
 
-def polling_sentence(summary: dict[str, Any]) -> str:
-    polls = [r for r in summary["results"] if r["transport"] == "poll"]
+def polling_sentence(summary: Summary) -> str:
+    polls = [r for r in summary.results if r.transport == "poll"]
     if not polls:
-        return "This run has no short-polling result, so its latency cannot be compared with its interval."
+        return (
+            "This run has no short-polling result, so its latency cannot be compared with its"
+            " interval."
+        )
     measured = [
         r
-        for r in timed(polls)
-        if r["parameters"].get("poll_interval_s") and r["scenario"] != "saturate"
+        for r in valid(timed(polls))
+        if r.parameters.get("poll_interval_s") and r.scenario in LATENCY_SCENARIOS
     ]
     if not measured:
         return (
-            f"Short polling timed no delivery outside saturate in its {len(polls)} runs,"
-            " so its latency cannot be compared with its interval."
+            f"Short polling has no valid timed result in chat, broadcast or game (of its"
+            f" {len(polls)} results), so its latency is not compared with its interval."
         )
-    by_interval: dict[float, list[dict[str, Any]]] = {}
+    by_interval: dict[float, list[Result]] = {}
     for r in measured:
-        by_interval.setdefault(r["parameters"]["poll_interval_s"], []).append(r)
+        by_interval.setdefault(r.parameters["poll_interval_s"], []).append(r)
     parts = []
+    ratios = []
     for interval, rs in sorted(by_interval.items()):
         half = interval * 500
-        ratios = [r["latency_ms"]["p50"] / half for r in rs]
-        spread = f"{min(ratios):.2f}" if len(rs) == 1 else f"{min(ratios):.2f}-{max(ratios):.2f}"
+        here = [(r.latency_ms.p50 or 0) / half for r in rs]
+        ratios += here
+        spread = f"{min(here):.2f}" if len(rs) == 1 else f"{min(here):.2f}-{max(here):.2f}"
         parts.append(
             f"at T = {interval:g} s it measured "
-            + ", ".join(
-                f"p50 {num(r['latency_ms']['p50'])} ms and max {num(r['latency_ms']['max'])} ms in {r['scenario']}"
-                for r in rs
-            )
+            + ", ".join(f"{quoted(r, 'p50')} and max {num(r.latency_ms.max)} ms" for r in rs)
             + f", against theory's p50 ≈ T/2 = {half:,.0f} ms ({spread}{X} of it)"
             f" and max ≈ T = {interval * 1000:,.0f} ms plus a round trip"
         )
-    ratios = [r["latency_ms"]["p50"] / (r["parameters"]["poll_interval_s"] * 500) for r in measured]
     head = (
         "Short polling follows its interval"
         if all(0.8 <= x <= 1.25 for x in ratios)
@@ -653,122 +853,116 @@ def polling_sentence(summary: dict[str, Any]) -> str:
     return f"{head}: " + "; ".join(parts) + "."
 
 
-def cost_sentence(summary: dict[str, Any]) -> str:
+def cost_sentence(summary: Summary) -> str:
     parts = []
     for scenario in scenarios_in(summary):
-        rs = of(summary, scenario)
-        cpu = [r for r in rs if r["server_cpu_ms_per_1k_msgs"] is not None and not is_floor(r)]
-        wire = [r for r in rs if r["bytes_per_message"]["total"] is not None and not is_floor(r)]
+        rs = valid(of(summary, scenario))
+        cpu = [r for r in rs if r.server_cpu_ms_per_1k_msgs is not None and not is_floor(r)]
+        wire = [r for r in rs if r.bytes_per_message.total is not None and not is_floor(r)]
         floor = next((r for r in rs if is_floor(r)), None)
         bits = []
         if cpu:
-            best = min(cpu, key=lambda r: r["server_cpu_ms_per_1k_msgs"])
-            low = best["server_cpu_ms_per_1k_msgs"]
-            tick = cpu_tick_ms_per_1k(best)
-            tied = [
-                r
-                for r in cpu
-                if r is not best
-                and tick is not None
-                and r["server_cpu_ms_per_1k_msgs"] - low <= max(tick, cpu_tick_ms_per_1k(r) or 0)
-            ]
+            cpu.sort(key=lambda r: r.server_cpu_ms_per_1k_msgs or 0)
+            best = cpu[0]
+            text = f"server CPU {run_label(best)} {cpu_text(best)} ms per 1,000"
             notes = []
-            if floor and floor["server_cpu_ms_per_1k_msgs"] is not None:
-                notes.append(f"floor {num(floor['server_cpu_ms_per_1k_msgs'])}")
-            if tied:
-                others = " and ".join(
-                    f"{label(r)} {num(r['server_cpu_ms_per_1k_msgs'])}" for r in tied
-                )
-                notes.append(f"{others} within one {num(tick)} ms clock tick")
-            text = f"CPU {label(best)} {num(low)} ms per 1,000"
-            text += f" ({'; '.join(notes)})" if notes else ""
-            bits.append(text)
+            if len(cpu) > 1:
+                same = stats.overlaps(_tuple(cpu_range(best)), _tuple(cpu_range(cpu[1])))
+                if same:
+                    notes.append(
+                        f"not significant against {run_label(cpu[1])} {cpu_text(cpu[1])} over"
+                        " the repeats"
+                    )
+            if floor and floor.server_cpu_ms_per_1k_msgs is not None:
+                notes.append(f"floor {run_label(floor)} {cpu_text(floor)}")
+            bits.append(text + (f" ({'; '.join(notes)})" if notes else ""))
         if wire:
-            best = min(wire, key=lambda r: r["bytes_per_message"]["total"])
-            text = (
-                f"bytes {label(best)} {num(best['bytes_per_message']['total'], 0)} B per delivery"
-            )
-            if floor and floor["bytes_per_message"]["total"] is not None:
-                text += f" (floor {num(floor['bytes_per_message']['total'], 0)} B)"
+            best = min(wire, key=wire_total)
+            text = f"bytes {run_label(best)} {bytes_pair(best)} B per delivery"
+            if floor and floor.bytes_per_message.total is not None:
+                text += f" (floor {run_label(floor)} {bytes_pair(floor)} B)"
             bits.append(text)
         if bits:
             parts.append(f"in {scenario}, " + ", ".join(bits))
     if not parts:
-        return "No run measured server CPU or bytes per message, so the cheapest transport is not known."
-    return "Cheapest per delivery, floor aside: " + "; ".join(parts) + "."
+        return (
+            "No valid result measured server CPU or bytes per message, so the cheapest transport"
+            " is not known."
+        )
+    return (
+        "Cheapest per delivery, floor aside (bytes as TCP payload/on the wire with headers): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
-def caveats_sentence(summary: dict[str, Any]) -> str:
-    results = summary["results"]
-    warned = [r for r in results if r["warnings"]]
+def wire_total(result: Result) -> float:
+    """Bytes per delivery on the wire (headers included), or the payload where not recorded."""
+    b = result.bytes_per_message
+    return float(b.wire.get("total") or b.total or 0)
+
+
+def bytes_pair(result: Result, key: str = "total") -> str:
+    """'263/356': payload and on-the-wire bytes (with IP and TCP headers)."""
+    b = result.bytes_per_message
+    payload = getattr(b, key)
+    wire = b.wire.get(key)
+    return f"{num(payload, 0)}/{num(wire, 0)}" if wire is not None else num(payload, 0)
+
+
+def caveats_sentence(summary: Summary) -> str:
+    results = summary.results
+    good = valid(results)
+    warned = [r for r in results if r.warnings]
     parts = [f"{len(warned)} of {len(results)} results carry warnings (listed below)"]
-    saturated = [r for r in results if r["load_generator"].get("saturated")]
-    loads = [r for r in results if r["load_generator"].get("cpu_percent_max") is not None]
-    if saturated:
+    loads = [r for r in good if r.load_generator.cpu_percent_max is not None]
+    if loads:
+        busiest = max(loads, key=lambda r: r.load_generator.cpu_percent_max or 0)
         parts.append(
-            "the load generator saturated in "
-            + ", ".join(
-                f"{run_label(r)} ({num(r['load_generator']['cpu_percent_max'])} %)"
-                for r in saturated
-            )
+            f"the busiest load generator among valid results ran at"
+            f" {num(busiest.load_generator.cpu_percent_max)} % of its core in {run_label(busiest)}"
+            f" (limit {GENERATOR_SATURATED:g} %)"
         )
-    elif loads:
-        busiest = max(loads, key=lambda r: r["load_generator"]["cpu_percent_max"])
-        parts.append(
-            f"no load generator saturated (busiest: {num(busiest['load_generator']['cpu_percent_max'])} %"
-            f" CPU in {run_label(busiest)}, limit {GENERATOR_SATURATED:g} %)"
-        )
-    else:
+    elif good:
         parts.append("the load generator's CPU was not recorded")
-    shared = shared_cores(summary["metadata"])
+    shared = shared_cores(summary.metadata)
     if shared:
         parts.append(
             f"the server and Locust ran on the same core ({', '.join(map(str, shared))}, per"
             " metadata cores_used), so they competed for it"
         )
-    thin = [r for r in timed(results) if too_few_samples(r["latency_ms"]["count"])]
+    thin = [r for r in timed(good) if too_few_samples(r.latency_ms.count)]
     if thin:
-        counts = sorted({r["latency_ms"]["count"] for r in thin})
+        counts = sorted({r.latency_ms.count for r in thin})
         weakest = sorted(
-            {p for r in thin for p in too_few_samples(r["latency_ms"]["count"])},
+            {p for r in thin for p in too_few_samples(r.latency_ms.count)},
             key=list(PERCENTILES).index,
         )
         parts.append(
-            f"{len(thin)} results have too few samples ({num(counts[0])}"
-            f"{'-' + num(counts[-1]) if len(counts) > 1 else ''}) for {', '.join(PCT_NAMES[p] for p in weakest)}"
+            f"{len(thin)} valid results have too few samples ({num(counts[0])}"
+            f"{'-' + num(counts[-1]) if len(counts) > 1 else ''}) for"
+            f" {', '.join(PCT_NAMES[p] for p in weakest)}"
         )
-    lost = [r for r in results if r["deliveries"].get("lost")]
-    if lost:
-        parts.append(
-            "deliveries were lost in "
-            + ", ".join(
-                f"{run_label(r)} ({num(r['deliveries']['lost'])} of {num(r['deliveries']['expected'])})"
-                for r in lost
-            )
-        )
-    extra = [
-        r
-        for r in results
-        if r["deliveries"].get("delivered", 0) > r["deliveries"].get("expected", 0)
-    ]
+    extra = [r for r in good if r.deliveries.extra]
     if extra:
         parts.append(
-            "more deliveries than expected were counted in "
+            "deliveries nobody expected were counted in "
             + ", ".join(
-                f"{run_label(r)} ({num(r['deliveries']['delivered'])} of {num(r['deliveries']['expected'])})"
+                f"{run_label(r)} ({num(r.deliveries.extra)}: "
+                + (
+                    ", ".join(f"{why} {n:,}" for why, n in r.deliveries.extra_reasons.items())
+                    or "no reason recorded"
+                )
+                + ")"
                 for r in extra
             )
-            + ", which the accounting does not explain"
         )
-    ticks = [
-        t
-        for r in results
-        if (t := cpu_tick_ms_per_1k(r)) is not None and r["server_cpu_ms_per_1k_msgs"] is not None
-    ]
-    if ticks:
+    parts.append(sampling_text(summary.metadata))
+    counts = {repeat_count(r) for r in results}
+    if counts == {1}:
         parts.append(
-            f"CPU per 1,000 deliveries moves by {span(ticks)} ms per 10 ms clock"
-            " tick at these message counts, so smaller differences are noise"
+            "every result is one repeat, so the spread between runs is not measured: the"
+            " intervals cover sampling within a run only"
         )
     return "Caveats: " + "; ".join(parts) + "."
 
@@ -809,32 +1003,54 @@ def save(fig: Figure, caption: str, directory: Path, name: str, title: str) -> C
     return Chart(name, title, caption, png, svg)
 
 
+def invalid_caption(results: Iterable[Result], how: str) -> str:
+    """' Drawn hollow: invalid, not comparable: a, b (reason); c (reason).' or ''."""
+    groups: dict[str, list[Result]] = {}
+    for r in invalid(results):
+        groups.setdefault(cut(first_reason(r)), []).append(r)
+    if not groups:
+        return ""
+    return (
+        f" {how}: "
+        + "; ".join(f"{names(rs)} invalid: {reason}" for reason, rs in groups.items())
+        + " (every reason in the tables)."
+    )
+
+
+def invalid_handle(label: str = "hollow, hatched: invalid\n(reasons below)") -> Patch:
+    return Patch(facecolor="white", edgecolor="#666666", hatch="///", label=label)
+
+
 @dataclass
 class Context:
-    summary: dict[str, Any]
+    summary: Summary
     run_dir: Path
     directory: Path
-    charts: list[Chart] = field(default_factory=list)
+    charts: dict[str, Chart] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    _histograms: dict[str, Histogram | None] = field(default_factory=dict)
 
     @property
     def machine(self) -> str:
-        return machine(self.summary["metadata"])
+        return machine(self.summary.metadata)
 
-    def histogram(self, result: dict[str, Any]) -> Histogram | None:
-        """The latency histogram of one run, from its raw ``scenario.json`` (None if absent)."""
-        folder = result.get("files")
-        if not folder:
-            return None
-        if folder not in self._histograms:
+    def latencies_ms(self, result: Result) -> np.ndarray | None:
+        """Every timed delivery of the result's repeats (ms), from each ``messages.npz``: the
+        deliveries whose message was scheduled in the repeat's window, as the summary counts
+        them. None when a repeat's file is missing or unreadable."""
+        parts = []
+        for repeat in result.repeats:
+            path = self.run_dir / repeat.files / "messages.npz"
+            start, end = repeat.window.get("start"), repeat.window.get("end")
+            if start is None or end is None or not path.is_file():
+                return None
             try:
-                raw = json.loads((self.run_dir / folder / "scenario.json").read_text())
-                encoded = raw.get("latency")
-                self._histograms[folder] = Histogram.decode(encoded) if encoded else None
-            except (OSError, ValueError, TypeError):
-                self._histograms[folder] = None
-        return self._histograms[folder]
+                raw = RawMessages.load(path)
+            except ValueError:
+                return None
+            sent_at = raw.deliveries[:, 2]
+            inside = raw.deliveries[(sent_at >= int(start * 1e6)) & (sent_at < int(end * 1e6))]
+            parts.append((inside[:, 3] - inside[:, 2]) / 1000)
+        return np.concatenate(parts) if parts else None
 
 
 def chart_latency(ctx: Context, scenario: str) -> Chart | None:
@@ -847,53 +1063,71 @@ def chart_latency(ctx: Context, scenario: str) -> Chart | None:
     fig = new_figure(4.8)
     ax = fig.add_subplot()
     thin = False
-    floor = next((r for r in results if is_floor(r)), None)
+    floor = next((r for r in valid(results) if is_floor(r)), None)
+    labels: list[tuple[int, float, float | None]] = []  # (column, p50, p99)
     for i, r in enumerate(results):
-        lat = r["latency_ms"]
-        colour = colour_of(label(r))
-        weak = set(too_few_samples(lat["count"]))
-        values = [lat[k] for k in PERCENTILES if lat[k] is not None]
-        xs = [i + PCT_OFFSETS[k] for k in PERCENTILES if lat[k] is not None]
-        ax.plot(xs, values, color=colour, lw=2.5, alpha=0.35, zorder=2)
-        for key in PERCENTILES:
-            if lat[key] is None:
-                continue
-            hollow = key in weak
-            thin = thin or hollow
+        lat = r.latency_ms
+        colour = colour_of(r.label) if r.valid else INVALID_GREY
+        weak = set(too_few_samples(lat.count))
+        keys = [k for k in PERCENTILES if getattr(lat, k) is not None]
+        ax.plot(
+            [i + PCT_OFFSETS[k] for k in keys], [getattr(lat, k) for k in keys], color=colour,
+            lw=2.5 if r.valid else 1.2, alpha=0.35 if r.valid else 0.8,
+            ls="-" if r.valid else ":", zorder=2,
+        )  # fmt: skip
+        for key in keys:
+            value = getattr(lat, key)
+            interval = ci(lat, key)
+            if interval is not None:
+                ax.vlines(i + PCT_OFFSETS[key], *interval, color=colour, lw=1.3, zorder=2)
+                for end in interval:
+                    ax.plot([i + PCT_OFFSETS[key]], [end], ls="none", marker="_", ms=7,
+                            mew=1.3, color=colour, zorder=2)  # fmt: skip
+            hollow = key in weak or not r.valid
+            thin = thin or (key in weak and r.valid)
             ax.plot(
-                [i + PCT_OFFSETS[key]], [lat[key]], ls="none", marker=PCT_MARKERS[key], ms=7, mew=1.6,
+                [i + PCT_OFFSETS[key]], [value], ls="none", marker=PCT_MARKERS[key], ms=7, mew=1.6,
                 color=colour, mfc="white" if hollow else colour, zorder=3,
             )  # fmt: skip
-        for key, at, dx, ha in (("p50", "p50", -7, "right"), ("p99", "p999", 7, "left")):
-            if lat[key] is not None:
-                ax.annotate(
-                    num(lat[key]), (i + PCT_OFFSETS[at], lat[key]), xytext=(dx, 0), textcoords="offset points",
-                    ha=ha, va="center", fontsize=7.5, color="#222222",
-                )  # fmt: skip
+        labels.append((i, lat.p50 or 0.0, lat.p99))
     handles: list[Any] = [
         Line2D([], [], ls="none", marker=PCT_MARKERS[k], color="#333333", ms=6, label=PCT_NAMES[k])
         for k in PERCENTILES
     ]
+    handles.append(
+        Line2D([], [], color="#333333", lw=1.3, marker="_", ms=7, label="95 % interval\n(p50, p99)")
+    )
     if floor is not None:
-        ax.axhline(floor["latency_ms"]["p50"], color=FLOOR_COLOUR, ls="--", lw=1.1, zorder=1)
+        ax.axhline(floor.latency_ms.p50 or 0, color=FLOOR_COLOUR, ls="--", lw=1.1, zorder=1)
         handles.append(
             Line2D([], [], color=FLOOR_COLOUR, ls="--", lw=1.1,
-                   label=f"raw-TCP floor p50\n({num(floor['latency_ms']['p50'])} ms)")
+                   label=f"raw-TCP floor p50\n({num(floor.latency_ms.p50)} ms)")
         )  # fmt: skip
     if thin:
         handles.append(
             Line2D([], [], ls="none", marker="o", color="#333333", mfc="white", ms=6,
                    label="hollow: too few\nsamples to support it")
         )  # fmt: skip
+    if invalid(results):
+        handles.append(
+            Line2D([], [], ls=":", marker="o", color=INVALID_GREY, mfc="white", ms=6,
+                   label="grey, hollow: invalid\n(reasons below)")
+        )  # fmt: skip
     ax.set_xticks(
         range(len(results)),
-        labels=[f"{label(r)}\nn = {r['latency_ms']['count']:,}" for r in results],
+        labels=[
+            f"{r.label}\nn = {r.latency_ms.count:,}" + ("" if r.valid else "\ninvalid")
+            for r in results
+        ],
     )
     for tick, r in zip(ax.get_xticklabels(), results, strict=True):
-        tick.set_color(colour_of(label(r)) if not is_floor(r) else "#555555")
+        tick.set_color(
+            INVALID_GREY if not r.valid else "#555555" if is_floor(r) else colour_of(r.label)
+        )
     ax.set_xlim(-0.7, len(results) - 0.3)
     ax.set_yscale("log")
     log_axis(ax.yaxis)
+    _label_percentiles(ax, labels)
     ax.grid(axis="x", visible=False)
     ax.set_ylabel("delivery latency (ms, log scale)")
     ax.set_xlabel("transport (n = deliveries timed)")
@@ -901,8 +1135,9 @@ def chart_latency(ctx: Context, scenario: str) -> Chart | None:
     ax.set_title(title, loc="left")
     fig.legend(handles=handles, loc="outside right upper", title="percentile")
     caption = (
-        f"Delivery latency (receipt minus scheduled send) at p50, p90, p99 and p99.9, log scale;"
-        f" labels give p50 (left) and p99 (right) in ms. {samples_text(results)}."
+        "Delivery latency (receipt minus scheduled send) at p50, p90, p99 and p99.9, log scale;"
+        " labels give p50 (left) and p99 (right) in ms; bars are 95 % intervals that resample"
+        f" messages. {samples_text(results)}."
         + (
             " Hollow markers: fewer than 10 samples lie beyond that percentile (p99 needs 1,000"
             " samples, p99.9 10,000), so it is an indication only."
@@ -912,232 +1147,246 @@ def chart_latency(ctx: Context, scenario: str) -> Chart | None:
         + (
             " Dashed grey line: the raw-TCP floor's p50."
             if floor
-            else " No raw-TCP floor in this run."
+            else " No valid raw-TCP floor in this run."
         )
+        + invalid_caption(results, "Grey and hollow, not comparable")
         + f" {scenario}: {workload(of(ctx.summary, scenario))}. {ctx.machine}."
     )
     return save(fig, caption, ctx.directory, f"latency-{scenario}", title)
 
 
-def ecdf(histogram: Histogram) -> list[tuple[float, float]]:
-    """(ms, fraction at or below) at every recorded bucket: the exact empirical CDF.
+def _label_percentiles(ax: Any, labels: list[tuple[int, float, float | None]]) -> None:
+    """p50 to the left of its column, p99 to the right; a p50 label that would meet the
+    previous column's p99 label (about the same height) goes under its marker instead."""
+    low, high = (math.log10(v) for v in ax.get_ylim())
+    near = (high - low) * 0.06
 
-    ``Histogram.cdf_ms()`` walks percentile ticks, 10 % apart below the median; the recorded
-    buckets (at most one per 0.1 % of value) draw the whole curve at the histogram's precision.
-    """
-    total = histogram.count
-    if not total:
-        return []
-    points = []
-    for item in histogram.hdr.get_recorded_iterator():  # one mutable item, read it in the loop
-        points.append((item.value_iterated_to / 1000, item.total_count_to_this_value / total))
-    return [(points[0][0], 0.0), *points] if points else []
+    def height(value: float) -> float:
+        return math.log10(max(value, 1e-9))
+
+    previous: float | None = None
+    for column, p50, p99 in labels:
+        box = {"facecolor": "white", "edgecolor": "none", "pad": 0.6, "alpha": 0.8}
+        x50 = column + PCT_OFFSETS["p50"]
+        if previous is not None and abs(height(p50) - previous) < near:
+            ax.annotate(num(p50), (x50, p50), xytext=(0, -9), textcoords="offset points",
+                        ha="center", va="top", fontsize=7.5, color="#222222", bbox=box)  # fmt: skip
+        else:
+            ax.annotate(num(p50), (x50, p50), xytext=(-6, 0), textcoords="offset points",
+                        ha="right", va="center", fontsize=7.5, color="#222222", bbox=box)  # fmt: skip
+        if p99 is not None:
+            ax.annotate(num(p99), (column + PCT_OFFSETS["p999"], p99), xytext=(6, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=7.5,
+                        color="#222222", bbox=box)  # fmt: skip
+        previous = height(p99) if p99 is not None else None
 
 
-def chart_cdf(ctx: Context) -> Chart | None:
-    panels = []
+def chart_cdf(ctx: Context, scenario: str) -> Chart | None:
+    results = timed(of(ctx.summary, scenario))
+    curves = []
     missing = []
-    for scenario in LATENCY_SCENARIOS:
-        curves = []
-        for r in timed(of(ctx.summary, scenario)):
-            histogram = ctx.histogram(r)
-            if histogram is None or histogram.count == 0:
-                missing.append(run_label(r))
-                continue
-            curves.append((r, histogram))
-        if curves:
-            panels.append((scenario, curves))
-    if not panels:
-        ctx.skipped.append(
-            "Latency CDFs: no chat, broadcast or game histogram in this run"
-            + (f" (raw scenario.json missing for {', '.join(missing)})." if missing else ".")
+    for r in valid(results):
+        values = ctx.latencies_ms(r)
+        if values is None or not len(values):
+            missing.append(run_label(r))
+            continue
+        curves.append((r, values))
+    if not curves:
+        why = (
+            f"no valid {scenario} result timed a delivery"
+            if not valid(results)
+            else f"messages.npz missing for {', '.join(missing)}"
         )
+        ctx.skipped.append(f"Latency CDF, {scenario}: {why}.")
         return None
     fig = new_figure(4.2)
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    seen: dict[str, Any] = {}
-    for ax, (scenario, curves) in zip(axes, panels, strict=True):
-        for r, histogram in curves:
-            points = ecdf(histogram)
-            name = label(r)
-            (line,) = ax.plot(
-                [p[0] for p in points], [p[1] for p in points], color=colour_of(name),
-                lw=2.2 if is_floor(r) else 1.6, ls="--" if is_floor(r) else "-", label=name,
-                drawstyle="steps-post",
-            )  # fmt: skip
-            seen.setdefault(name, line)
-        counts = sorted({h.count for _, h in curves})
-        n = f"n = {counts[0]:,}" if len(counts) == 1 else f"n = {counts[0]:,}-{counts[-1]:,}"
-        ax.set_title(f"{scenario} ({n} each)", fontsize=10)
-        ax.set_xscale("log")
-        log_axis(ax.xaxis, dense=len(panels) == 1)
-        ax.set_xlabel("delivery latency (ms, log scale)")
-        ax.set_ylim(0, 1.02)
-    axes[0].set_ylabel("fraction of deliveries at or below")
-    ordered = sorted(seen, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
-    fig.legend(
-        [seen[n] for n in ordered],
-        [f"{n} (floor)" if n == FLOOR else n for n in ordered],
-        loc="outside right upper",
-    )
-    title = "Delivery latency distribution (CDF)"
-    fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
+    ax = fig.add_subplot()
+    for r, values in curves:
+        ordered = np.sort(np.clip(values, 1e-3, None))
+        fraction = np.arange(1, len(ordered) + 1) / len(ordered)
+        if len(ordered) > 4000:  # a line of 4,000 steps draws the curve at the figure's size
+            keep = np.unique(np.linspace(0, len(ordered) - 1, 4000).astype(int))
+            ordered, fraction = ordered[keep], fraction[keep]
+        ax.plot(
+            np.concatenate(([ordered[0]], ordered)), np.concatenate(([0.0], fraction)),
+            color=colour_of(r.label), lw=2.2 if is_floor(r) else 1.6,
+            ls="--" if is_floor(r) else "-", drawstyle="steps-post",
+            label=f"{r.label}{' (floor)' if is_floor(r) else ''}, n = {len(values):,}",
+        )  # fmt: skip
+    ax.set_xscale("log")
+    log_axis(ax.xaxis)
+    ax.set_xlabel("delivery latency (ms, log scale)")
+    ax.set_ylabel("fraction of deliveries at or below")
+    ax.set_ylim(0, 1.02)
+    title = f"{scenario}: delivery latency distribution (CDF)"
+    ax.set_title(title, loc="left")
+    fig.legend(loc="outside right upper")
     caption = (
-        "Cumulative distribution of delivery latency, every recorded bucket of each run's merged"
-        " HdrHistogram (1 µs to 60 s, 3 significant digits); x log scale. "
-        + " ".join(f"{s}: {workload(of(ctx.summary, s))}." for s, _ in panels)
-        + (f" No histogram for {', '.join(missing)}." if missing else "")
-        + f" {ctx.machine}."
+        "Cumulative distribution of every timed delivery (receipt minus scheduled send) whose"
+        " message was scheduled in the measurement window, all repeats together, from each"
+        " repeat's messages.npz; x log scale."
+        + (f" No messages.npz for {', '.join(missing)}." if missing else "")
+        + invalid_caption(results, "Left out")
+        + f" {scenario}: {workload(of(ctx.summary, scenario))}. {ctx.machine}."
     )
-    return save(fig, caption, ctx.directory, "latency-cdf", title)
+    return save(fig, caption, ctx.directory, f"cdf-{scenario}", title)
 
 
-def fit_label(name: str, result: dict[str, Any]) -> str:
-    memory = result["memory_per_connection"]
-    if memory["r2"] is None:
-        return name
-    count = len(memory["points"])
-    return f"{name}\nR² {memory['r2']:.2f}" + (f" ({count} points)" if count < 3 else "")
-
-
-def connections_per_client(results: list[dict[str, Any]]) -> str:
-    ratios = []
-    for r in results:
-        points = r["memory_per_connection"]["points"]
-        if points and points[-1].get("clients"):
-            ratios.append(f"{label(r)} {points[-1]['connections'] / points[-1]['clients']:.2f}")
-    return ", ".join(ratios) or "not recorded"
-
-
-def _memory_results(ctx: Context) -> list[dict[str, Any]]:
-    return [
-        r for r in of(ctx.summary, "idle") if r["memory_per_connection"]["rss_bytes"] is not None
-    ]
+def fit_label(result: Result) -> str:
+    memory = result.memory_per_connection
+    text = result.label if result.valid else f"{result.label}\ninvalid"
+    if memory.r2 is None:
+        return text
+    count = len(memory.points)
+    return f"{text}\nR² {memory.r2:.2f}" + (f" ({count} points)" if count < 3 else "")
 
 
 def chart_memory(ctx: Context) -> Chart | None:
-    results = _memory_results(ctx)
+    idle = of(ctx.summary, "idle")
+    results = [r for r in idle if r.memory_per_connection.rss_bytes is not None]
     if not results:
-        why = (
-            "no idle result in this run"
-            if not of(ctx.summary, "idle")
-            else "no idle run produced a fit"
-        )
+        why = "no idle result in this run" if not idle else "no idle result produced a fit"
         ctx.skipped.append(f"Memory per connection: {why}.")
         return None
     fig = new_figure(4.6)
     ax = fig.add_subplot()
-    names = [label(r) for r in results]
-    rss = [r["memory_per_connection"]["rss_bytes"] / 1024 for r in results]
-    kernel = [(r["memory_per_connection"]["kernel_bytes"] or 0) / 1024 for r in results]
-    colours = [colour_of(n) for n in names]
-    xs = range(len(results))
-    ax.bar(xs, rss, color=colours, width=0.6, zorder=2)
-    ax.bar(xs, kernel, bottom=rss, color=colours, alpha=0.35, hatch="///", edgecolor=colours,
-           width=0.6, lw=0, zorder=2)  # fmt: skip
-    for x, a, b in zip(xs, rss, kernel, strict=True):
-        ax.annotate(f"{a + b:,.1f}", (x, a + b), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=8)  # fmt: skip
-    ax.set_xticks(
-        list(xs),
-        labels=[fit_label(n, r) for n, r in zip(names, results, strict=True)],
-    )
+    xs = list(range(len(results)))
+    tops = []
+    for x, r in zip(xs, results, strict=True):
+        m = r.memory_per_connection
+        colour = colour_of(r.label)
+        rss, kernel = (m.rss_bytes or 0) / 1024, (m.kernel_bytes or 0) / 1024
+        solid = (
+            {"color": colour}
+            if r.valid
+            else {"facecolor": "white", "edgecolor": colour, "hatch": "///"}
+        )
+        ax.bar([x], [rss], width=0.6, zorder=2, lw=1.2, **solid)
+        ax.bar([x], [kernel], bottom=[rss], width=0.6, zorder=2, color=colour, alpha=0.35,
+               hatch="..", edgecolor=colour, lw=0)  # fmt: skip
+        if m.rss_ci95:
+            low, high = (v / 1024 for v in m.rss_ci95)
+            ax.vlines(x, max(low, 0.0), high, color="#222222", lw=1.1, zorder=3)
+            ax.plot([x, x], [max(low, 0.0), high], ls="none", marker="_", ms=8, color="#222222",
+                    zorder=3)  # fmt: skip
+            tops.append(high)
+        ax.annotate(f"{rss + kernel:,.1f}", (x, rss + kernel), xytext=(8, 2), textcoords="offset points",
+                    ha="left", va="bottom", fontsize=8)  # fmt: skip
+        tops.append(rss + kernel)
+    ax.set_xticks(xs, labels=[fit_label(r) for r in results])
+    for tick, r in zip(ax.get_xticklabels(), results, strict=True):
+        tick.set_color(INVALID_GREY if not r.valid else "#222222")
+    ax.set_ylim(0, max(tops) * 1.12 if tops else 1)
     ax.grid(axis="x", visible=False)
-    ax.set_ylabel("KiB per idle connection")
+    against = sorted({r.memory_per_connection.fitted_against or "clients" for r in results})
+    ax.set_ylabel(f"KiB per idle {per_what(results[0])}")
     ax.set_xlabel("transport (R² of the RSS fit)")
-    ax.margins(y=0.12)
-    title = "idle: memory per connection (server RSS + kernel)"
+    title = f"idle: memory per idle {per_what(results[0])} (server RSS + kernel)"
     ax.set_title(title, loc="left")
-    fig.legend(
-        handles=[
-            Patch(facecolor="#777777", label="server RSS"),
-            Patch(facecolor="#777777", alpha=0.35, hatch="///", label="kernel TCP memory\n(half the loopback pair)"),
-        ],
-        loc="outside right upper",
-    )  # fmt: skip
-    points = [p for r in results for p in r["memory_per_connection"]["points"]]
-    conns = sorted(p["connections"] for p in points)
-    plateaus = sorted({len(r["memory_per_connection"]["points"]) for r in results})
-    unfitted = [label(r) for r in of(ctx.summary, "idle") if r not in results]
+    handles: list[Any] = [
+        Patch(facecolor="#777777", label="server RSS slope"),
+        Patch(facecolor="#777777", alpha=0.35, hatch="..", label="kernel TCP memory\n(half the loopback pair)"),
+        Line2D([], [], color="#222222", lw=1.1, marker="_", ms=8, label="95 % interval\nof the RSS slope"),
+    ]  # fmt: skip
+    if invalid(results):
+        handles.append(invalid_handle())
+    fig.legend(handles=handles, loc="outside right upper")
+    plateaus = sorted({len(r.memory_per_connection.points) for r in results})
+    clients = sorted(p.get("clients", 0) for r in results for p in r.memory_per_connection.points)
+    unfitted = [r for r in idle if r not in results]
     caption = (
-        "Slope of the least-squares fit of memory against the server's established connections over"
-        f" the idle plateaus ({'-'.join(map(str, plateaus))} plateaus a transport"
-        + (f", {conns[0]:,.0f}-{conns[-1]:,.0f} connections" if conns else "")
-        + "); labels give the total in KiB."
+        f"Slopes of least-squares fits of memory against {' and '.join(against)} over the idle"
+        f" plateaus ({'-'.join(map(str, plateaus))} plateaus a transport"
+        + (f", {clients[0]:,}-{clients[-1]:,} clients" if clients else "")
+        + "); labels give the total in KiB; error bars the 95 % interval of the RSS slope"
+        " (Student's t over the plateaus; drawn from 0 where it goes below)."
         + (" Through 2 plateaus any line fits: R² = 1 says nothing." if 2 in plateaus else "")
-        + f" Server connections per client at the top plateau: {connections_per_client(results)};"
-        " where above 1, a client costs the slope times that."
-        + (f" No fit for {', '.join(unfitted)} (see the warnings)." if unfitted else "")
-        + f" idle: {workload(of(ctx.summary, 'idle'))}. {ctx.machine}."
+        + (f" No fit for {names(unfitted)} (see the warnings)." if unfitted else "")
+        + invalid_caption(results, "Hollow, not comparable")
+        + f" idle: {workload(idle)}. {ctx.machine}."
     )
     return save(fig, caption, ctx.directory, "memory-per-connection", title)
 
 
 def chart_memory_fit(ctx: Context) -> Chart | None:
-    results = [r for r in _memory_results(ctx) if len(r["memory_per_connection"]["points"]) >= 2]
+    idle = of(ctx.summary, "idle")
+    results = [
+        r
+        for r in valid(idle)
+        if r.memory_per_connection.rss_bytes is not None
+        and len(r.memory_per_connection.points) >= 2
+    ]
     if not results:
-        ctx.skipped.append("Memory fits: no idle result with two or more plateaus.")
+        ctx.skipped.append("Memory fits: no valid idle result with two or more plateaus.")
         return None
     fig = new_figure(4.8)
     ax = fig.add_subplot()
     for r in results:
-        points = r["memory_per_connection"]["points"]
-        xs = [p["connections"] for p in points]
-        ys = [p["rss_bytes"] for p in points]
-        colour = colour_of(label(r))
-        try:
-            slope, intercept, r2 = fit_line(xs, ys)
-        except ValueError:
-            slope = None
+        m = r.memory_per_connection
+        key = m.fitted_against or "clients"
+        xs = [float(p.get(key, p.get("clients", 0))) for p in m.points]
+        ys = [p["rss_bytes"] for p in m.points]
+        colour = colour_of(r.label)
         ax.scatter(xs, [y / 2**20 for y in ys], color=colour, s=28, zorder=3)
-        if slope is not None:
+        if m.base_rss_bytes is not None and m.rss_bytes is not None:
             ends = [min(xs), max(xs)]
-            ax.plot(ends, [(slope * x + intercept) / 2**20 for x in ends], color=colour, lw=1.5,
-                    ls="--" if is_floor(r) else "-",
-                    label=f"{label(r)}: {slope / 1024:,.1f} KiB/conn, R² {r2:.2f}")  # fmt: skip
-    ax.set_xlabel("server connections (established TCP, mean of each plateau's second half)")
+            interval = (
+                f" {interval_text(m.rss_ci95[0] / 1024, m.rss_ci95[1] / 1024, 1)}"
+                if m.rss_ci95
+                else ""
+            )
+            ax.plot(ends, [(m.base_rss_bytes + m.rss_bytes * x) / 2**20 for x in ends],
+                    color=colour, lw=1.5, ls="--" if is_floor(r) else "-",
+                    label=f"{r.label}: {kib(m.rss_bytes)}{interval} KiB, R² {m.r2:.2f}")  # fmt: skip
+    against = sorted({r.memory_per_connection.fitted_against or "clients" for r in results})
+    ax.set_xlabel(f"idle {' / '.join(against)} at each plateau")
     ax.set_ylabel("server RSS (MiB)")
-    title = "idle: server RSS against connections, with the fitted lines"
+    title = f"idle: server RSS against {' and '.join(against)}, with the fitted lines"
     ax.set_title(title, loc="left")
-    fig.legend(loc="outside right upper")
+    fig.legend(loc="outside right upper", title=f"KiB per {per_what(results[0])} [95 %]")
     caption = (
         "Each point is one plateau of the idle ramp (RSS averaged over its second half); each"
-        " line the least-squares fit whose slope is the RSS cost of a connection."
-        f" idle: {workload(of(ctx.summary, 'idle'))}. {ctx.machine}."
+        f" line the summary's fit (intercept + slope {X} {' and '.join(against)}), whose slope is"
+        f" the RSS cost of one more {per_what(results[0])}."
+        + invalid_caption(idle, "Left out")
+        + f" idle: {workload(idle)}. {ctx.machine}."
     )
     return save(fig, caption, ctx.directory, "memory-fit", title)
 
 
 def chart_saturate(ctx: Context) -> Chart | None:
-    results = [r for r in of(ctx.summary, "saturate") if r.get("steps")]
+    everything = of(ctx.summary, "saturate")
+    results = [r for r in everything if r.steps]
     if not results:
-        why = (
-            "no saturate result in this run"
-            if not of(ctx.summary, "saturate")
-            else "no saturate step recorded"
-        )
+        why = "no saturate result in this run" if not everything else "no saturate step recorded"
         ctx.skipped.append(f"Throughput against p99: {why}.")
         return None
     bound = next(
-        (r["parameters"].get("latency_bound_ms") for r in results if r["parameters"]), None
+        ((r.parameters.get("options") or {}).get("latency_bound_ms") for r in results), None
     )
     fig = new_figure(4.8)
     ax = fig.add_subplot()
     any_failed = False
     for r in results:
-        steps = [s for s in r["steps"] if s["latency_ms"]["p99"] is not None]
+        steps = [s for s in r.steps if s.latency_ms.p99 is not None]
         if not steps:
             continue
-        colour = colour_of(label(r))
-        xs = [s["deliveries_per_s"] for s in steps]
-        ys = [s["latency_ms"]["p99"] for s in steps]
+        colour = colour_of(r.label)
+        xs = [s.deliveries_per_s or 0 for s in steps]
+        ys = [s.latency_ms.p99 for s in steps]
         ax.plot(
-            xs, ys, color=colour, lw=1.6, ls="--" if is_floor(r) else "-", label=label(r), zorder=2
-        )
+            xs, ys, color=colour, lw=1.6 if r.valid else 1.1,
+            ls=("--" if is_floor(r) else "-") if r.valid else ":",
+            alpha=1.0 if r.valid else 0.7,
+            label=r.label if r.valid else f"{r.label} (invalid)", zorder=2,
+        )  # fmt: skip
         for s, x, y in zip(steps, xs, ys, strict=True):
-            any_failed = any_failed or not s["held"]
-            ax.plot([x], [y], ls="none", marker="o" if s["held"] else "X", ms=6 if s["held"] else 9,
-                    color=colour, mec="white" if s["held"] else "#222222", mew=0.8, zorder=3)  # fmt: skip
+            any_failed = any_failed or not s.held
+            face = colour if r.valid else "white"
+            ax.plot([x], [y], ls="none", marker="o" if s.held else "X", ms=6 if s.held else 9,
+                    color=colour, mfc=face if s.held else colour,
+                    mec=("white" if r.valid else colour) if s.held else "#222222", mew=0.8 if r.valid else 1.3,
+                    zorder=3)  # fmt: skip
     if bound:
         ax.axhline(bound, color=BOUND_COLOUR, ls="--", lw=1.1, zorder=1)
     ax.set_yscale("log")
@@ -1151,19 +1400,21 @@ def chart_saturate(ctx: Context) -> Chart | None:
     if any_failed:
         extra.append(Line2D([], [], ls="none", marker="X", color="#444444", ms=8,
                             label="step did not hold"))  # fmt: skip
+    if invalid(results):
+        extra.append(Line2D([], [], ls=":", marker="o", color="#444444", mfc="white", ms=6,
+                            label="dotted, hollow: invalid\n(reasons below)"))  # fmt: skip
     if bound:
         extra.append(
             Line2D([], [], color=BOUND_COLOUR, ls="--", label=f"bound: p99 ≤ {bound:g} ms")
         )
     fig.legend(handles + extra, labels + [h.get_label() for h in extra], loc="outside right upper")
-    counts = [
-        s["latency_ms"]["count"] for r in results for s in r["steps"] if s["latency_ms"]["count"]
-    ]
+    counts = [s.latency_ms.count for r in results for s in r.steps if s.latency_ms.count]
     caption = (
         "Each point is one step of the ramp: deliveries per second against that step's p99 delivery"
         " latency. A step holds when p99 ≤ the bound and every message is delivered."
         + (f" Samples per step: {min(counts):,}-{max(counts):,}." if counts else "")
-        + f" saturate: {workload(of(ctx.summary, 'saturate'))}. {ctx.machine}."
+        + invalid_caption(results, "Dotted and hollow, not comparable")
+        + f" saturate: {workload(everything)}. {ctx.machine}."
     )
     return save(fig, caption, ctx.directory, "saturate-hockey-stick", title)
 
@@ -1171,69 +1422,112 @@ def chart_saturate(ctx: Context) -> Chart | None:
 def _grouped_bars(
     ax: Any,
     ctx: Context,
-    value: Callable[[dict[str, Any]], float | None],
-    fmt: Callable[[float], str],
-) -> tuple[list[str], list[str]]:
-    """Bars grouped by scenario, one colour per transport; returns (scenarios, transports) drawn."""
+    value: Callable[[Result], float | None],
+    text: Callable[[Result], str],
+    behind: Callable[[Result], float | None] | None = None,
+    spread: Callable[[Result], Sequence[float] | None] | None = None,
+    log: bool = False,
+) -> tuple[list[str], list[Patch], list[Result], float | None]:
+    """Bars grouped by scenario, one colour per transport, invalid ones hollow and hatched;
+    ``behind`` draws a wider, lighter bar under each (wire bytes under payload), ``spread``
+    an error bar (the repeats' range).
+
+    Valid results set the scale: an invalid bar far above them is cut at a ceiling, its label
+    marked with an arrow, so that it cannot flatten the figures that count. Returns the
+    scenarios, one legend handle a transport (solid, whatever the validity of its first bar),
+    the results drawn and the ceiling (None when nothing was cut).
+    """
     scenarios = [
         s
         for s in scenarios_in(ctx.summary)
         if any(value(r) is not None for r in of(ctx.summary, s))
     ]
-    names: list[str] = []
+    labels: list[str] = []
     for s in scenarios:
         for r in of(ctx.summary, s):
-            if value(r) is not None and label(r) not in names:
-                names.append(label(r))
-    names.sort(key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
-    width = 0.84 / max(len(names), 1)
-    for j, name in enumerate(names):
-        xs, ys = [], []
+            if value(r) is not None and r.label not in labels:
+                labels.append(r.label)
+    labels.sort(key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    width = 0.84 / max(len(labels), 1)
+    bars = []  # (x, result, value, value behind, spread, top)
+    for j, name in enumerate(labels):
         for i, s in enumerate(scenarios):
-            r = next((r for r in of(ctx.summary, s) if label(r) == name), None)
+            r = find(ctx.summary, s, name)
             v = value(r) if r else None
-            if v is not None:
-                xs.append(i + (j - (len(names) - 1) / 2) * width)
-                ys.append(v)
-        bars = ax.bar(xs, ys, width=width * 0.92, color=colour_of(name), label=name, zorder=2)
-        ax.bar_label(bars, labels=[fmt(y) for y in ys], rotation=90, fontsize=6.5, padding=2)
+            if r is None or v is None:
+                continue
+            under = behind(r) if behind is not None else None
+            found = spread(r) if spread is not None else None
+            top = max([v, *([under] if under is not None else []), *(found or [])])
+            bars.append((i + (j - (len(labels) - 1) / 2) * width, r, v, under, found, top))
+    highest = max((top for _, r, *_, top in bars if r.valid), default=None)
+    ceiling = None
+    if highest and any(top > highest * 1.5 for _, r, *_, top in bars if not r.valid):
+        ceiling = highest * (2.0 if log else 1.3)
+    for x, r, v, under, found, top in bars:
+        colour = colour_of(r.label)
+        if under is not None:
+            ax.bar([x], [under], width=width * 0.92, color=colour, alpha=0.3, lw=0, zorder=2)
+        style = (
+            {"color": colour}
+            if r.valid
+            else {"facecolor": "white", "edgecolor": colour, "hatch": "///"}
+        )
+        ax.bar([x], [v], width=width * (0.62 if behind else 0.92), lw=1.0, zorder=3, **style)
+        if found:
+            ax.vlines(x, min(found), max(found), color="#222222", lw=1.0, zorder=4)
+        cut_here = ceiling is not None and top > ceiling
+        ax.annotate(("\N{UPWARDS ARROW} " if cut_here else "") + text(r),
+                    (x, ceiling if cut_here else top), xytext=(0, 2), textcoords="offset points",
+                    rotation=90, ha="center", va="bottom", fontsize=6.5,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.8} if cut_here else None)  # fmt: skip
     ax.set_xticks(
         range(len(scenarios)),
         labels=[s if s != "saturate" else "saturate\n(highest step held)" for s in scenarios],
     )
     ax.grid(axis="x", visible=False)
-    return scenarios, names
+    handles = [Patch(facecolor=colour_of(n), label=n) for n in labels]
+    return scenarios, handles, [b[1] for b in bars], ceiling
+
+
+CUT_NOTE = " ↑: an invalid bar cut at the top of the axis (its value in the label)."
 
 
 def chart_cpu(ctx: Context) -> Chart | None:
-    def value(r: dict[str, Any]) -> float | None:
-        return r["server_cpu_ms_per_1k_msgs"]
+    def value(r: Result) -> float | None:
+        return r.server_cpu_ms_per_1k_msgs
 
-    if not any(value(r) is not None for r in ctx.summary["results"]):
-        ctx.skipped.append("Server CPU per 1,000 messages: no run measured it.")
+    if not any(value(r) is not None for r in ctx.summary.results):
+        ctx.skipped.append("Server CPU per 1,000 messages: no result measured it.")
         return None
     fig = new_figure(4.6)
     ax = fig.add_subplot()
-    scenarios, _ = _grouped_bars(ax, ctx, value, lambda v: f"{v:,.1f}")
-    ax.margins(y=0.18)
+    scenarios, handles, drawn, ceiling = _grouped_bars(
+        ax, ctx, value, lambda r: f"{value(r) or 0:,.1f}", spread=cpu_range
+    )
+    if ceiling is not None:
+        ax.set_ylim(0, ceiling * 1.25)
+    else:
+        ax.margins(y=0.2)
     ax.set_ylabel("server CPU per 1,000 deliveries (ms)")
     title = "Server CPU per 1,000 delivered messages"
     ax.set_title(title, loc="left")
-    fig.legend(loc="outside right upper")
-    ticks = [
-        t for r in ctx.summary["results"] if value(r) is not None and (t := cpu_tick_ms_per_1k(r))
-    ]
+    if invalid(drawn):
+        handles.append(invalid_handle())
+    several = any(cpu_range(r) for r in drawn)
+    fig.legend(handles=handles, loc="outside right upper")
     caption = (
         "Server process CPU (user + system) from the measurement window's start to the end of the"
         " drain, per 1,000 deliveries"
         + ("; saturate at its highest step held" if "saturate" in scenarios else "")
-        + f"; {deliveries_text(ctx.summary, scenarios)}."
+        + f"; {deliveries_text(ctx.summary, scenarios)}. {sampling_text(ctx.summary.metadata)}."
         + (
-            f" Process CPU is counted in 10 ms ticks: one tick moves these bars by"
-            f" {span(ticks)} ms, so smaller differences are noise."
-            if ticks
-            else ""
+            " Black bars: the lowest and highest of the repeats."
+            if several
+            else " One repeat a result: the spread between runs is not measured."
         )
+        + invalid_caption(drawn, "Hollow, hatched, not comparable")
+        + (CUT_NOTE if ceiling is not None else "")
         + " "
         + " ".join(f"{s}: {workload(of(ctx.summary, s))}." for s in scenarios)
         + f" {ctx.machine}."
@@ -1242,156 +1536,167 @@ def chart_cpu(ctx: Context) -> Chart | None:
 
 
 def chart_bytes(ctx: Context) -> Chart | None:
-    def down(r: dict[str, Any]) -> float | None:
-        return r["bytes_per_message"]["down"]
+    def has(r: Result) -> bool:
+        return r.bytes_per_message.down is not None or r.bytes_per_message.up is not None
 
-    def up(r: dict[str, Any]) -> float | None:
-        return r["bytes_per_message"]["up"]
-
-    if not any(down(r) is not None or up(r) is not None for r in ctx.summary["results"]):
-        ctx.skipped.append("Bytes per message: no run measured them.")
+    if not any(has(r) for r in ctx.summary.results):
+        ctx.skipped.append("Bytes per message: no result measured them.")
         return None
-    fig = new_figure(7.2)
+    fig = new_figure(7.4)
     top, bottom = fig.subplots(2, 1)
     scenarios: list[str] = []
-    for ax, value, what in (
-        (top, down, "down: server → clients, per delivery"),
-        (bottom, up, "up: clients → server, per message sent"),
+    handles: list[Any] = []
+    drawn: list[Result] = []
+    cut_any = False
+    for ax, key, what in (
+        (top, "down", "down: server → clients, per delivery"),
+        (bottom, "up", "up: clients → server, per message sent"),
     ):
-        drawn, _ = _grouped_bars(ax, ctx, value, lambda v: f"{v:,.0f}")
-        scenarios = scenarios or drawn
+
+        def payload(r: Result, key: str = key) -> float | None:
+            return getattr(r.bytes_per_message, key)
+
+        def wire(r: Result, key: str = key) -> float | None:
+            return r.bytes_per_message.wire.get(key)
+
+        shown, transports, results, ceiling = _grouped_bars(
+            ax, ctx, payload, lambda r, key=key: bytes_pair(r, key), behind=wire, log=True
+        )
+        scenarios = scenarios or shown
+        handles = handles or transports
+        drawn += [r for r in results if r not in drawn]
+        cut_any = cut_any or ceiling is not None
         ax.set_yscale("log")
         log_axis(ax.yaxis)
-        values = [v for r in ctx.summary["results"] if (v := value(r))]
+        values = [v for r in results for v in (payload(r), wire(r)) if v]
         if values:  # bars on a log axis start at a round decade below the data
-            ax.set_ylim(10 ** math.floor(math.log10(min(values))), max(values) * 2.6)
-        ax.set_ylabel("TCP payload bytes (log scale)")
+            ax.set_ylim(10 ** math.floor(math.log10(min(values))), (ceiling or max(values)) * 4)
+        ax.set_ylabel("bytes (log scale)")
         ax.set_title(what, loc="left", fontsize=10)
-    handles, labels = top.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper")
-    title = "Bytes on the wire per message"
+    handles += [
+        Patch(facecolor="#777777", label="TCP payload"),
+        Patch(facecolor="#777777", alpha=0.3, label="on the wire\n(+ IP/TCP headers)"),
+    ]
+    if invalid(drawn):
+        handles.append(invalid_handle())
+    fig.legend(handles=handles, loc="outside right upper")
+    title = "Bytes per message: TCP payload and on the wire"
     fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
+    headers = sorted(
+        {h for r in drawn if (h := r.bytes_per_message.header_bytes_per_segment) is not None}
+    )
     caption = (
-        "TCP payload bytes (kernel counters, no IP/TCP headers) over the window and drain: down per"
-        " delivery, up per message sent; empty polls, heartbeats, pings and HTTP headers count;"
+        "Bytes from the kernel's TCP counters over the window and drain: down per delivery, up"
+        " per message sent; labels give payload/wire. Payload (narrow, solid) is what TCP"
+        " carried; on the wire (wide, light) adds every segment's IP and TCP headers"
+        + (f" ({', '.join(map(str, headers))} bytes a segment)" if headers else "")
+        + "; empty polls, heartbeats, pings and HTTP headers count;"
         f" {deliveries_text(ctx.summary, scenarios)}."
-        " "
+        + invalid_caption(drawn, "Hollow, hatched, not comparable")
+        + (CUT_NOTE if cut_any else "")
+        + " "
         + " ".join(f"{s}: {workload(of(ctx.summary, s))}." for s in scenarios)
         + f" {ctx.machine}."
     )
     return save(fig, caption, ctx.directory, "bytes-per-message", title)
 
 
+def poll_results(summary: Summary) -> list[Result]:
+    """Short polling in chat, broadcast and game with its interval recorded (any validity)."""
+    return [
+        r
+        for s in LATENCY_SCENARIOS
+        for r in timed(of(summary, s))
+        if r.transport == "poll" and r.parameters.get("poll_interval_s")
+    ]
+
+
 def chart_polling(ctx: Context) -> Chart | None:
-    polls = sorted(
-        (
-            r
-            for r in ctx.summary["results"]
-            if r["transport"] == "poll" and r["parameters"].get("poll_interval_s")
-        ),
-        key=lambda r: SCENARIOS.index(r["scenario"]) if r["scenario"] in SCENARIOS else 99,
-    )
-    points = []  # (scenario, interval T in s, p50 ms, p99 ms, samples)
-    for r in polls:
-        interval = r["parameters"]["poll_interval_s"]
-        steps = (r.get("steps") or []) if r["scenario"] == "saturate" else [r]
-        for item in steps:
-            lat = item["latency_ms"]
-            if lat["count"] and lat["p50"] is not None:
-                points.append((r["scenario"], interval, lat["p50"], lat["p99"], lat["count"]))
-    if not points:
+    """Measured p50 and p99 of short polling per scenario, beside theory at its interval.
+
+    Only what was measured is drawn: one column per scenario (and interval) measured, and
+    one legend entry per series.
+    """
+    everything = poll_results(ctx.summary)
+    results = valid(everything)
+    if not results:
         ctx.skipped.append(
-            "Short polling's interval trade-off: no short-polling result timed a delivery."
+            "Short polling's interval trade-off: no valid short-polling result timed a delivery"
+            " in chat, broadcast or game."
         )
         return None
-    fig = new_figure(5.0)
+    several = len({r.parameters["poll_interval_s"] for r in results}) > 1
+    fig = new_figure(4.4, width=8.0)
     ax = fig.add_subplot()
     colour = colour_of("poll")
-    intervals = [0.1 * (100 ** (i / 120)) for i in range(121)]  # T from 0.1 s to 10 s
-    rates = [1 / t for t in intervals]
-    ax.plot(rates, [t * 500 for t in intervals], color=colour, ls="--", lw=1.3,
-            label="theory: p50 ≈ T/2")  # fmt: skip
-    ax.plot(rates, [t * 990 for t in intervals], color=colour, ls=":", lw=1.6,
-            label="theory: p99 ≈ 0.99·T")  # fmt: skip
-    seen: set[tuple[str, str]] = set()
-    for scenario, interval, p50, p99, _count in points:
-        marker = SCENARIO_MARKERS.get(scenario, "o")
-        for kind, value, face in (("p50", p50, colour), ("p99", p99, "white")):
+    longpoll = colour_of("longpoll")
+    named: set[str] = set()
+
+    def once(name: str) -> str | None:
+        """One legend entry a series, however many columns draw it."""
+        if name in named:
+            return None
+        named.add(name)
+        return name
+
+    for i, r in enumerate(results):
+        interval = r.parameters["poll_interval_s"]
+        lat = r.latency_ms
+        ax.hlines(interval * 500, i - 0.32, i + 0.32, color=colour, ls="--", lw=1.3,
+                  label=once("theory: p50 ≈ T/2"), zorder=1)  # fmt: skip
+        ax.hlines(interval * 990, i - 0.32, i + 0.32, color=colour, ls=":", lw=1.6,
+                  label=once("theory: p99 ≈ 0.99·T"), zorder=1)  # fmt: skip
+        for key, dx, face, name in (("p50", -0.08, colour, "measured p50"),
+                                    ("p99", 0.08, "white", "measured p99")):  # fmt: skip
+            value = getattr(lat, key)
             if value is None:
                 continue
-            ax.plot([1 / interval], [value], ls="none", marker=marker, ms=8, mfc=face,
-                    mec="#222222" if kind == "p50" else colour, mew=0.8 if kind == "p50" else 1.6,
-                    color=colour, zorder=3,
-                    label=None if (scenario, kind) in seen else f"measured {kind}, {scenario}")  # fmt: skip
-            seen.add((scenario, kind))
-    for interval in sorted({t for _, t, *_ in points}):
-        here = [p for p in points if p[1] == interval]
-        for kind, index in (("p50", 2), ("p99", 3)):
-            values = [p[index] for p in here if p[index] is not None]
-            if values:
-                low, high = min(values), max(values)
-                text = f"{kind} {num(low)}" + (f"-{num(high)}" if high != low else "") + " ms"
-                ax.annotate(text, (1 / interval, high), xytext=(10, 0), textcoords="offset points",
-                            fontsize=7.5, ha="left", va="center", color="#222222",
-                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0, "alpha": 0.85})  # fmt: skip
-    reference = next(
-        (
-            r
-            for s in LATENCY_SCENARIOS
-            for r in timed(of(ctx.summary, s))
-            if r["transport"] == "longpoll"
-        ),
-        None,
+            interval_ci = ci(lat, key)
+            if interval_ci:
+                ax.vlines(i + dx, *interval_ci, color=colour, lw=1.3, zorder=2)
+            ax.plot([i + dx], [value], ls="none", marker="o", ms=8, mfc=face, mec=colour,
+                    mew=1.6, color=colour, zorder=3, label=once(name))  # fmt: skip
+            ax.annotate(num(value), (i + dx, value), xytext=(8 if dx > 0 else -8, 0),
+                        textcoords="offset points", ha="left" if dx > 0 else "right",
+                        va="center", fontsize=7.5, color="#222222",
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.8, "alpha": 0.85})  # fmt: skip
+        reference = find(ctx.summary, r.scenario, "longpoll")
+        if reference is not None and reference.valid and reference.latency_ms.p50 is not None:
+            ax.plot([i], [reference.latency_ms.p50], ls="none", marker="D", ms=6, color=longpoll,
+                    zorder=3, label=once("longpoll p50, same scenario"))  # fmt: skip
+            ax.annotate(f"{num(reference.latency_ms.p50)} ms", (i, reference.latency_ms.p50),
+                        xytext=(8, 0), textcoords="offset points", ha="left", va="center",
+                        fontsize=7.5, color=longpoll)  # fmt: skip
+    ax.set_xticks(
+        range(len(results)),
+        labels=[
+            r.scenario + (f"\nT = {r.parameters['poll_interval_s']:g} s" if several else "")
+            for r in results
+        ],
     )
-    lows = [p[2] for p in points] + [t * 500 for t in intervals]
-    if reference is not None:
-        lows.append(reference["latency_ms"]["p50"])
-        ax.axhline(reference["latency_ms"]["p50"], color=colour_of("longpoll"), lw=1, ls="-.",
-                   label=f"longpoll p50, {reference['scenario']}"
-                   f" ({num(reference['latency_ms']['p50'])} ms)")  # fmt: skip
-    ax.set_xscale("log")
+    ax.set_xlim(-0.8, len(results) - 0.2)
     ax.set_yscale("log")
-    log_axis(ax.xaxis)
     log_axis(ax.yaxis)
-    ax.set_xlim(0.08, 12.5)
-    ax.set_ylim(10 ** math.floor(math.log10(min(lows))), 15_000)
-    ax.set_xlabel("polls per second per client (1/T, log scale)")
+    ax.grid(axis="x", visible=False)
     ax.set_ylabel("delivery latency (ms, log scale)")
-    secondary = ax.secondary_xaxis("top", functions=(_inverse, _inverse))
-    secondary.set_xlabel("poll interval T (s)")
-    log_axis(secondary.xaxis)
-    title = "Short polling: latency against request rate"
+    intervals = sorted({r.parameters["poll_interval_s"] for r in results})
+    ax.set_xlabel("scenario" + ("" if several else f" (poll interval T = {intervals[0]:g} s)"))
+    title = "Short polling: measured latency against its interval's theory"
     ax.set_title(title, loc="left")
     fig.legend(loc="outside right upper")
-    users = {r["scenario"]: r["parameters"].get("users") for r in polls}
-    measured = []
-    for scenario, interval in dict.fromkeys((p[0], p[1]) for p in points):
-        counts = [p[4] for p in points if p[0] == scenario and p[1] == interval]
-        clients = users.get(scenario) or 0
-        measured.append(
-            f"{scenario} at T = {interval:g} s ({g(clients)} clients, so {g(round(clients / interval, 1))}"
-            f" polls/s at the server; n = {', '.join(f'{c:,}' for c in counts)}"
-            + (
-                " deliveries, one marker per ramp step)"
-                if scenario == "saturate"
-                else " deliveries)"
-            )
-        )
+    measured = "; ".join(
+        f"{run_label(r)}: {g(r.parameters.get('users'))} clients polling every"
+        f" {g(r.parameters['poll_interval_s'])} s, n = {r.latency_ms.count:,}"
+        for r in results
+    )
     caption = (
-        "Lines are theory, not measurement: a message waits for the next poll, uniformly between"
-        " 0 and T, so p50 ≈ T/2 and p99 ≈ 0.99·T (plus a round trip), for T from 0.1 s to 10 s; a"
-        " client makes 1/T polls a second, so N clients make N/T. Markers are measured (filled"
-        " p50, hollow p99): " + "; ".join(measured) + f". {ctx.machine}."
+        "Markers are measured (filled p50, hollow p99, bars their 95 % intervals, labels in ms;"
+        " the table gives the intervals); the short"
+        " lines are theory at the same interval T, not measurement: a message waits for the next"
+        " poll, uniformly between 0 and T, so p50 ≈ T/2 and p99 ≈ 0.99·T (plus a round trip)."
+        f" {measured}." + invalid_caption(everything, "Left out") + f" {ctx.machine}."
     )
     return save(fig, caption, ctx.directory, "polling-interval", title)
-
-
-def _inverse(values: Any) -> Any:
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    with np.errstate(divide="ignore"):
-        return np.where(values > 0, 1 / np.where(values > 0, values, 1), np.inf)
 
 
 def draw_charts(ctx: Context) -> None:
@@ -1400,24 +1705,24 @@ def draw_charts(ctx: Context) -> None:
     for scenario in LATENCY_SCENARIOS:
         if scenario in present:
             makers.append(lambda s=scenario: chart_latency(ctx, s))
+            makers.append(lambda s=scenario: chart_cdf(ctx, s))
         else:
-            ctx.skipped.append(
-                f"Latency percentiles, {scenario}: no {scenario} result in this run."
-            )
+            ctx.skipped.append(f"Latency, {scenario}: no {scenario} result in this run.")
     makers += [
-        lambda: chart_cdf(ctx),
         lambda: chart_memory(ctx),
-        lambda: chart_memory_fit(ctx) if _memory_results(ctx) else None,
+        lambda: chart_memory_fit(ctx) if of(ctx.summary, "idle") else None,
         lambda: chart_saturate(ctx),
         lambda: chart_cpu(ctx),
         lambda: chart_bytes(ctx),
-        lambda: chart_polling(ctx),
+        lambda: (
+            chart_polling(ctx) if any(r.transport == "poll" for r in ctx.summary.results) else None
+        ),
     ]
     with matplotlib.rc_context(RC):
         for make in makers:
             chart = make()
             if chart is not None:
-                ctx.charts.append(chart)
+                ctx.charts[chart.name] = chart
 
 
 # -- the document: one model, rendered to Markdown and to HTML ----------------------------------
@@ -1449,6 +1754,8 @@ class Table:
     align: str = ""  # one letter a column, "l" or "r"; default: first left, the rest right
     note: str = ""
     key_value: bool = False
+    invalid_rows: set[int] = field(default_factory=set)
+    """Rows of invalid results: greyed in HTML (Markdown says so in their validity column)."""
 
 
 @dataclass
@@ -1464,17 +1771,40 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+class Figures:
+    """Charts placed where they belong, numbered in the order they appear."""
+
+    def __init__(self, charts: dict[str, Chart]) -> None:
+        self.charts = dict(charts)
+        self.count = 0
+
+    def place(self, *chart_names: str) -> list[Block]:
+        blocks: list[Block] = []
+        for name in chart_names:
+            chart = self.charts.pop(name, None)
+            if chart is not None:
+                self.count += 1
+                blocks.append(Fig(self.count, chart))
+        return blocks
+
+    def rest(self) -> list[Block]:
+        return self.place(*list(self.charts))
+
+
 def document(
-    summary: dict[str, Any], run_dir: Path, charts: list[Chart], skipped: list[str]
+    summary: Summary, run_dir: Path, charts: dict[str, Chart], skipped: list[str]
 ) -> list[Block]:
-    metadata = summary["metadata"]
+    metadata = summary.metadata
+    figures = Figures(charts)
+    good = len(valid(summary.results))
     blocks: list[Block] = [
         Heading(1, f"wirewise report: run {run_dir.name}"),
         Para(
-            f"{len(summary['results'])} results (scenario {X} transport) from {started(metadata)}, on"
-            f" {metadata.get('cpu_model', 'an unknown CPU')} ({cores_text(metadata)}), commit"
-            f" {short_commit(str(metadata.get('git_commit', '')))}. Latencies in milliseconds,"
-            " memory in KiB (1,024 bytes), wire figures in bytes of TCP payload."
+            f"{len(summary.results)} results (scenario {X} transport; {good} valid) from"
+            f" {started(metadata)}, on {metadata.get('cpu_model', 'an unknown CPU')}"
+            f" ({cores_text(metadata)}), commit {short_commit(str(metadata.get('git_commit', '')))}."
+            " Latencies in milliseconds with 95 % intervals in brackets, memory in KiB (1,024"
+            " bytes), bytes per message as TCP payload and on the wire (with IP/TCP headers)."
         ),
         Heading(2, "Verdict", "verdict"),
         Bullets(list(verdict(summary))),
@@ -1483,46 +1813,64 @@ def document(
     ]
     for scenario in scenarios_in(summary):
         results = of(summary, scenario)
+        if scenario == "faults":
+            blocks.append(Heading(2, "Reliability (scenario: faults)", "reliability"))
+            blocks.append(Para(f"{workload(results)}. {RELIABILITY_TEXT}"))
+            blocks.append(reliability_table(results))
+            blocks += invalid_list(results)
+            blocks.append(Heading(3, "faults: delivery latency through the faults"))
+            blocks.append(latency_table(results, with_ci=False))
+            continue
         blocks.append(Heading(2, f"Scenario: {scenario}", slug(f"scenario {scenario}")))
         blocks.append(Para(f"{workload(results)}."))
         if scenario == "idle":
             blocks.append(idle_table(results))
-        elif scenario == "faults":
-            blocks[-1] = Heading(2, "Reliability (scenario: faults)", "reliability")
-            blocks.append(Para(f"{workload(results)}. {RELIABILITY_TEXT}"))
-            blocks.append(reliability_table(results))
-            blocks.append(Heading(3, "faults: delivery latency through the faults"))
-            blocks.append(latency_table(results))
+            blocks += invalid_list(results)
+            blocks += figures.place("memory-per-connection", "memory-fit")
         elif scenario == "saturate":
             blocks.append(saturate_table(results))
+            blocks += invalid_list(results)
+            blocks += figures.place("saturate-hockey-stick")
             steps = saturate_steps_table(results)
             if steps.rows:
                 blocks.append(Heading(3, "saturate: every ramp step"))
                 blocks.append(steps)
         else:
             blocks.append(latency_table(results))
-    if not summary["results"]:
+            blocks += invalid_list(results)
+            blocks += figures.place(f"latency-{scenario}", f"cdf-{scenario}")
+    if not summary.results:
         blocks.append(Para("This run holds no results."))
+    costs = cost_table(summary)
+    if costs.rows:
+        blocks.append(Heading(2, "Cost per delivery", "cost"))
+        blocks.append(Para(f"{sampling_text(metadata)}; {repeats_text(summary)}."))
+        blocks.append(costs)
+        blocks += figures.place("cpu-per-1k", "bytes-per-message")
+    polls = poll_results(summary)
+    if polls:
+        blocks.append(Heading(2, "Short polling against its interval", "polling"))
+        blocks.append(polling_table(polls))
+        blocks += figures.place("polling-interval")
     blocks.append(Heading(2, "Warnings", "warnings"))
     groups = warning_groups(summary)
     blocks.append(Bullets(groups) if groups else Para("No result carries a warning."))
-    blocks.append(Heading(2, "Charts", "charts"))
-    for i, chart in enumerate(charts, 1):
-        blocks.append(Fig(i, chart))
+    leftover = figures.rest()
+    if leftover:
+        blocks.append(Heading(2, "Other charts", "charts"))
+        blocks += leftover
     if skipped:
-        blocks.append(Heading(3, "Not drawn"))
+        blocks.append(Heading(3, "Charts not drawn"))
         blocks.append(Bullets(list(skipped)))
     return blocks
 
 
-def conditions_table(summary: dict[str, Any]) -> Table:
-    m = summary["metadata"]
+def conditions_table(summary: Summary) -> Table:
+    m = summary.metadata
     plan = m.get("plan") or {}
     settings: dict[str, Any] = {}
-    shared_note = ""
-    for r in summary["results"]:
-        settings = settings or r["parameters"].get("server_settings") or {}
-        shared_note = shared_note or r["parameters"].get("server_shared", "")
+    for r in summary.results:
+        settings = settings or r.parameters.get("server_settings") or {}
     rows = [
         ["CPU", f"{m.get('cpu_model')}, {cores_text(m)}"],
         ["kernel", str(m.get("kernel"))],
@@ -1531,7 +1879,20 @@ def conditions_table(summary: dict[str, Any]) -> Table:
         ["wirewise", f"{m.get('wirewise_version')}, commit {m.get('git_commit')}"],
         ["started", str(m.get("started_at"))],
         ["command", shlex.join(str(a) for a in m.get("argv") or [])],
+        ["repeats", repeats_text(summary)],
+        ["validity", f"{len(valid(summary.results))} of {len(summary.results)} results valid"],
     ]
+    sampling = m.get("sampling") or {}
+    rows.append(
+        [
+            "sampling",
+            "; ".join(
+                f"{k.replace('_', ' ')}: {g(v) if isinstance(v, float) else v}"
+                for k, v in sampling.items()
+            )
+            or "not recorded",
+        ]
+    )
     if m.get("libraries"):
         rows.append(["libraries", ", ".join(f"{k} {v}" for k, v in m["libraries"].items())])
     if plan:
@@ -1540,8 +1901,6 @@ def conditions_table(summary: dict[str, Any]) -> Table:
         )
     if settings:
         rows.append(["server settings", ", ".join(f"{k}={v}" for k, v in settings.items())])
-    if shared_note:
-        rows.append(["servers", shared_note])
     if m.get("fd_limit"):
         rows.append(["open-file limit", f"{m['fd_limit']:,}"])
     return Table(["", ""], rows, align="ll", key_value=True)
@@ -1555,85 +1914,140 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def pct_cell(latency: dict[str, Any], key: str) -> str:
-    value = latency.get(key)
+def validity_cell(result: Result) -> str:
+    if result.valid:
+        return "yes"
+    count = len(result.validity.reasons)
+    return f"INVALID ({count} reason{'s' if count != 1 else ''})"
+
+
+def invalid_list(results: list[Result]) -> list[Block]:
+    """Under a table: every reason of every invalid result in it (results with the same
+    reasons together)."""
+    groups: dict[tuple[str, ...], list[Result]] = {}
+    for r in invalid(results):
+        groups.setdefault(tuple(r.validity.reasons) or ("no reason recorded",), []).append(r)
+    if not groups:
+        return []
+    return [
+        Para("Invalid, not comparable (every reason):", "note"),
+        Bullets([(names(rs), list(reasons)) for reasons, rs in groups.items()]),
+    ]
+
+
+def pct_cell(latency: Latency, key: str, with_ci: bool = True) -> str:
+    value = getattr(latency, key)
     if value is None:
         return "-"
-    return num(value) + (" †" if key in too_few_samples(latency.get("count") or 0) else "")
+    text = pct(latency, key) if with_ci else num(value)
+    return text + (" †" if key in too_few_samples(latency.count or 0) else "")
 
 
 THIN_NOTE = (
     "† fewer than 10 samples lie beyond this percentile (p99 needs 1,000 samples, p99.9 10,000):"
     " an indication only."
 )
+CI_NOTE = (
+    f"[low{DASH}high]: the 95 % interval of the percentile, resampling messages (a message's"
+    " deliveries move together), over every repeat."
+)
 
 
-def latency_table(results: list[dict[str, Any]]) -> Table:
+def warnings_cell(result: Result) -> str:
+    return str(len(result.warnings)) if result.warnings else ""
+
+
+def latency_table(results: list[Result], with_ci: bool = True) -> Table:
+    several = any(repeat_count(r) > 1 for r in results)
     rows = []
     for r in results:
-        lat, d, w = r["latency_ms"], r["deliveries"], r["bytes_per_message"]
-        rows.append(
-            [
-                label(r),
-                pct_cell(lat, "p50"),
-                pct_cell(lat, "p99"),
-                pct_cell(lat, "p999"),
-                num(lat.get("count")),
-                num(d.get("expected")),
-                num(d.get("delivered")),
-                num(d.get("lost")),
-                num(r["throughput_msgs_per_s"], 0),
-                num(r["server_cpu_ms_per_1k_msgs"], 1),
-                num(w["down"], 0),
-                num(w["up"], 0),
-                num(r["load_generator"].get("cpu_percent_max"), 0),
-                str(len(r["warnings"])) if r["warnings"] else "",
-            ]
-        )
+        lat, d = r.latency_ms, r.deliveries
+        row = [
+            r.label,
+            validity_cell(r),
+            pct_cell(lat, "p50", with_ci),
+            pct_cell(lat, "p99", with_ci),
+            pct_cell(lat, "p999", False),
+        ]
+        if several:
+            row.append(", ".join(num(v) for v in repeat_p99s(r)) or "-")
+        row += [
+            num(lat.count),
+            num(d.expected),
+            num(d.delivered),
+            num(d.lost),
+            num(d.extra),
+            num(r.throughput_msgs_per_s, 0),
+            num(r.load_generator.cpu_percent_max, 0),
+            warnings_cell(r),
+        ]
+        rows.append(row)
+    header = ["transport", "valid", "p50 ms", "p99 ms", "p99.9 ms"]
+    if several:
+        header.append("p99 of each repeat")
+    header += ["samples", "expected", "delivered", "lost", "extra", "msgs/s", "Locust CPU %",
+               "warnings"]  # fmt: skip
     return Table(
-        ["transport", "p50 ms", "p99 ms", "p99.9 ms", "samples", "expected", "delivered", "lost",
-         "msgs/s", "CPU ms/1k", "bytes down", "bytes up", "Locust CPU %", "warnings"],
+        header,
         rows,
-        note=THIN_NOTE + " msgs/s: deliveries a second in the window (the offered load when none is"
-        " lost). Bytes: TCP payload, down per delivery, up per message sent.",
-    )  # fmt: skip
+        align="ll" + "r" * (len(header) - 2),
+        note=THIN_NOTE
+        + (f" {CI_NOTE}" if with_ci else "")
+        + " msgs/s: deliveries a second in the window. extra: deliveries nobody expected (their"
+        " reasons are in the warnings or the summary). Locust CPU %: the busiest load-generator"
+        f" process (over {GENERATOR_SATURATED:g} % it saturates, and the result is invalid)."
+        " Server CPU and bytes are under Cost per delivery.",
+        invalid_rows={i for i, r in enumerate(results) if not r.valid},
+    )
 
 
-def idle_table(results: list[dict[str, Any]]) -> Table:
+def idle_table(results: list[Result]) -> Table:
     rows = []
     for r in results:
-        m = r["memory_per_connection"]
-        total = (
-            m["rss_bytes"] + m["kernel_bytes"]
-            if m["rss_bytes"] is not None and m["kernel_bytes"] is not None
-            else None
+        m = r.memory_per_connection
+        total = memory_total(r)
+        rss = kib(m.rss_bytes)
+        if m.rss_ci95:
+            rss += f" {interval_text(m.rss_ci95[0] / 1024, m.rss_ci95[1] / 1024, 1)}"
+        points = m.points
+        plateaus = ", ".join(f"{p.get('clients', 0):,}" for p in points) or "-"
+        top = points[-1] if points else {}
+        per_client = (
+            f"{top['connections'] / top['clients']:.2f}"
+            if top.get("clients") and top.get("connections") is not None
+            else "-"
         )
-        points = m["points"]
-        plateaus = ", ".join(f"{p['connections']:,.0f}" for p in points) or "-"
-        top = points[-1].get("clients") if points else None
         rows.append(
             [
-                label(r),
-                kib(m["rss_bytes"]),
-                kib(m["uss_bytes"]),
-                kib(m["kernel_bytes"]),
+                r.label,
+                validity_cell(r),
+                rss,
+                kib(m.uss_bytes),
+                kib(m.kernel_bytes),
                 kib(total),
                 approx(2**30 / total) if total and total > 0 else "-",
-                f"{m['r2']:.3f}" if m["r2"] is not None else "-",
+                f"{m.r2:.3f}" if m.r2 is not None else "-",
+                m.fitted_against or "-",
                 plateaus,
-                num(top),
-                num(r["load_generator"].get("cpu_percent_max"), 0),
-                str(len(r["warnings"])) if r["warnings"] else "",
+                per_client,
+                num(m.idle_cpu_percent_per_1k_connections),
+                num(r.load_generator.cpu_percent_max, 0),
+                warnings_cell(r),
             ]
         )
     return Table(
-        ["transport", "RSS KiB/conn", "USS KiB/conn", "kernel KiB/conn", "RSS+kernel KiB",
-         "conns per GiB", "R²", "server connections at plateaus", "clients at top", "Locust CPU %",
-         "warnings"],
+        ["transport", "valid", "RSS KiB [95 %]", "USS KiB", "kernel KiB", "RSS+kernel KiB",
+         "per GiB", "R²", "fitted against", "clients at plateaus", "connections per client (top)",
+         "idle CPU % per 1k", "Locust CPU %", "warnings"],
         rows,
-        note="Slopes of least-squares fits against the server's established connections; kernel:"
-        " half the slope of sockstat pages plus TCP slab objects (both ends of a loopback connection"
-        " live in one kernel). conns per GiB: 1 GiB / (RSS + kernel), two significant figures.",
+        align="ll" + "r" * 6 + "lr" + "rrrr",
+        note="Per idle client: slopes of least-squares fits against the clients at each plateau"
+        " (fitted against), with the RSS slope's 95 % interval (Student's t over the plateaus)."
+        " kernel: half the slope of sockstat pages plus TCP slab objects (both ends of a loopback"
+        " connection live in one kernel). per GiB: 1 GiB / (RSS + kernel), two significant"
+        " figures. connections per client: the server's connections over the clients at the top"
+        " plateau (above 1, a client holds more than one).",
+        invalid_rows={i for i, r in enumerate(results) if not r.valid},
     )  # fmt: skip
 
 
@@ -1645,18 +2059,19 @@ RELIABILITY_TEXT = (
 )
 
 
-def reliability_table(results: list[dict[str, Any]]) -> Table:
+def reliability_table(results: list[Result]) -> Table:
     rows = []
     for r in results:
-        f = r.get("faults") or {}
+        f = r.faults or {}
         rec = f.get("reconnect_ms") or {}
         clients = f.get("clients")
-        back = rec.get("count")
         rows.append(
             [
-                label(r),
+                r.label,
+                validity_cell(r),
                 num(f.get("outage_s"), 2),
-                f"{num(back)} of {num(clients)}" + (" (all)" if f.get("all_back") else ""),
+                f"{num(rec.get('count'))} of {num(clients)}"
+                + (" (all)" if f.get("all_back") else ""),
                 num(rec.get("p50"), 0),
                 num(rec.get("p99"), 0),
                 num(rec.get("max"), 0),
@@ -1671,92 +2086,172 @@ def reliability_table(results: list[dict[str, Any]]) -> Table:
                 kib(f["server_rss_peak_bytes"] / 1024, 0)
                 if f.get("server_rss_peak_bytes")
                 else "-",
-                str(len(r["warnings"])) if r["warnings"] else "",
+                warnings_cell(r),
             ]
         )
     return Table(
-        ["transport", "outage s", "clients back", "reconnect p50 ms", "reconnect p99 ms",
+        ["transport", "valid", "outage s", "clients back", "reconnect p50 ms", "reconnect p99 ms",
          "reconnect max ms", "lost without resume", "lost with resume", "of which with a gap",
          "silently", "gaps", "slow-consumer cut-offs", "RSS peak MiB", "warnings"],
         rows,
+        align="ll" + "r" * 13,
         note="Reconnect: from the new process listening to each client's first message on a new"
         " connection (outage: from the kill until it listened). Lost without resume: what a client"
         " that reconnects from 'now' would have missed (the deliveries replayed by resume plus those"
         " lost anyway). slow-consumer cut-offs: the server's own count (n/a for polling: no live"
         " queue). RSS peak: the highest server RSS sampled (every 0.5 s), both processes.",
+        invalid_rows={i for i, r in enumerate(results) if not r.valid},
     )  # fmt: skip
 
 
-def saturate_table(results: list[dict[str, Any]]) -> Table:
+def saturate_table(results: list[Result]) -> Table:
     rows = []
     for r in results:
-        best = r.get("highest_rate_held") or {}
-        lat, d, w = r["latency_ms"], r["deliveries"], r["bytes_per_message"]
-        steps = r.get("steps") or []
+        best = r.highest_rate_held or {}
+        lat, d = r.latency_ms, r.deliveries
+        held = num(best.get("deliveries_per_s"), 0)
+        spread = value_range(best.get("range"), 0)
+        if spread:
+            held += f" ({spread}, {best.get('repeats_held', '?')} of {repeat_count(r)} held)"
         rows.append(
             [
-                label(r),
-                num(best.get("deliveries_per_s"), 0),
+                r.label,
+                validity_cell(r),
+                held,
                 num(best.get("rate_per_user")),
                 pct_cell(lat, "p50"),
                 pct_cell(lat, "p99"),
-                pct_cell(lat, "p999"),
-                num(lat.get("count")),
-                f"{sum(s['held'] for s in steps)} of {len(steps)}",
-                str(r.get("stopped_by") or "-"),
-                num(d.get("expected")),
-                num(d.get("delivered")),
-                num(d.get("lost")),
-                num(r["server_cpu_ms_per_1k_msgs"], 1),
-                num(w["down"], 0),
-                num(w["up"], 0),
-                num(r["load_generator"].get("cpu_percent_max"), 0),
-                str(len(r["warnings"])) if r["warnings"] else "",
+                num(lat.count),
+                f"{sum(s.held for s in r.steps)} of {len(r.steps)}",
+                str(r.stopped_by or "-"),
+                num(d.expected),
+                num(d.delivered),
+                num(d.lost),
+                cpu_text(r),
+                num(r.load_generator.cpu_percent_max, 0),
+                warnings_cell(r),
             ]
         )
     return Table(
-        ["transport", "highest deliveries/s held", "msg/s per user", "p50 ms", "p99 ms", "p99.9 ms",
+        ["transport", "valid", "highest deliveries/s held", "msg/s per user", "p50 ms", "p99 ms",
          "samples", "steps held", "stopped by", "expected", "delivered", "lost", "CPU ms/1k",
-         "bytes down", "bytes up", "Locust CPU %", "warnings"],
+         "Locust CPU %", "warnings"],
         rows,
-        align="lrrrrrrrlrrrrrrrr",
-        note="Latency, CPU and bytes of the highest step that held (p99 ≤ bound, every message"
-        " delivered); deliveries over the whole ramp. " + THIN_NOTE,
+        align="llrrrrrrlrrrrrr",
+        note="Latency, deliveries and CPU of the highest step that held (p99 ≤ bound, every message"
+        " delivered). A ramp that ended before the transport's knee is invalid: its highest rate"
+        f" held is only a lower bound. {THIN_NOTE} {CI_NOTE}",
+        invalid_rows={i for i, r in enumerate(results) if not r.valid},
     )  # fmt: skip
 
 
-def saturate_steps_table(results: list[dict[str, Any]]) -> Table:
+def saturate_steps_table(results: list[Result]) -> Table:
     rows = []
+    invalid_rows = set()
     for r in results:
-        for s in r.get("steps") or []:
-            lat = s["latency_ms"]
+        for s in r.steps:
+            if not r.valid:
+                invalid_rows.add(len(rows))
             rows.append(
                 [
-                    label(r),
-                    str(s["step"]),
-                    num(s["rate_per_user"]),
-                    num(s["sent_per_s"], 1),
-                    num(s["deliveries_per_s"], 1),
-                    pct_cell(lat, "p50"),
-                    pct_cell(lat, "p99"),
-                    num(lat.get("count")),
-                    num(s.get("lag_p99_ms")),
-                    num(s.get("server_cpu_ms_per_1k_msgs"), 1),
-                    "yes" if s["held"] else "no",
+                    r.label + ("" if r.valid else " (invalid)"),
+                    str(s.step),
+                    num(s.rate_per_user),
+                    num(s.sent_per_s, 1),
+                    num(s.deliveries_per_s, 1),
+                    pct_cell(s.latency_ms, "p50", False),
+                    pct_cell(s.latency_ms, "p99", False),
+                    num(s.latency_ms.count),
+                    num(s.lag_p99_ms),
+                    num(s.server_cpu_percent, 1),
+                    num(s.generator_cpu_percent, 1),
+                    "yes" if s.held else f"no: {s.why}" if s.why else "no",
                 ]
             )
     return Table(
         ["transport", "step", "msg/s per user", "sent/s", "deliveries/s", "p50 ms", "p99 ms",
-         "samples", "schedule lag p99 ms", "CPU ms/1k", "held"],
+         "samples", "schedule lag p99 ms", "server CPU %", "Locust CPU %", "held"],
         rows,
+        align="lrrrrrrrrrrl",
+        invalid_rows=invalid_rows,
     )  # fmt: skip
 
 
-def warning_groups(summary: dict[str, Any]) -> list[str | tuple[str, list[str]]]:
+def cost_table(summary: Summary) -> Table:
+    """Server CPU and bytes per delivery, every result that measured them."""
+    rows = []
+    marked = set()
+    for scenario in scenarios_in(summary):
+        for r in of(summary, scenario):
+            b, gen = r.bytes_per_message, r.load_generator
+            if r.server_cpu_ms_per_1k_msgs is None and b.total is None:
+                continue
+            if not r.valid:
+                marked.add(len(rows))
+            rows.append(
+                [
+                    scenario,
+                    r.label,
+                    validity_cell(r),
+                    cpu_text(r),
+                    num(gen.server_cpu_us_per_delivery),
+                    num(gen.cpu_us_per_delivery),
+                    bytes_pair(r, "down"),
+                    bytes_pair(r, "up"),
+                    bytes_pair(r, "total"),
+                    num(b.header_bytes_per_segment),
+                ]
+            )
+    return Table(
+        ["scenario", "transport", "valid", "server CPU ms/1k (repeats)", "server µs/delivery",
+         "Locust µs/delivery", "bytes down payload/wire", "bytes up payload/wire",
+         "bytes total payload/wire", "header bytes/segment"],
+        rows,
+        align="lll" + "r" * 7,
+        note="CPU ms/1k: server CPU per 1,000 deliveries (saturate: its highest step held); in"
+        " brackets the lowest and highest of the repeats when there are several. Locust µs per"
+        " delivery against the server's: what the load generator paid to measure what the server"
+        " did. Bytes: payload is TCP payload; wire adds every segment's IP and TCP headers. down"
+        " per delivery, up per message sent, total per delivery.",
+        invalid_rows=marked,
+    )  # fmt: skip
+
+
+def polling_table(results: list[Result]) -> Table:
+    rows = []
+    for r in results:
+        interval = r.parameters["poll_interval_s"]
+        half = interval * 500
+        rows.append(
+            [
+                r.scenario,
+                validity_cell(r),
+                g(interval),
+                pct_cell(r.latency_ms, "p50"),
+                f"{half:,.0f}",
+                f"{(r.latency_ms.p50 or 0) / half:.2f}",
+                pct_cell(r.latency_ms, "p99"),
+                f"{interval * 990:,.0f}",
+                num(r.latency_ms.max),
+                num(r.latency_ms.count),
+            ]
+        )
+    return Table(
+        ["scenario", "valid", "T s", "p50 ms", "theory T/2 ms", "p50 / theory", "p99 ms",
+         "theory 0.99·T ms", "max ms", "samples"],
+        rows,
+        align="llrrrrrrrr",
+        note="A message waits for the next poll, uniformly between 0 and T: p50 ≈ T/2 and p99 ≈"
+        f" 0.99·T, plus a round trip. {CI_NOTE}",
+        invalid_rows={i for i, r in enumerate(results) if not r.valid},
+    )  # fmt: skip
+
+
+def warning_groups(summary: Summary) -> list[str | tuple[str, list[str]]]:
     """Every warning verbatim, grouped like :func:`wirewise.console.grouped_warnings`."""
     groups: dict[str, dict[str, list[str]]] = {}
-    for r in summary["results"]:
-        for warning in r["warnings"]:
+    for r in summary.results:
+        for warning in r.warnings:
             key = re.sub(r"\d[\d,.]*", "#", warning)
             groups.setdefault(key, {}).setdefault(warning, []).append(run_label(r))
     items: list[str | tuple[str, list[str]]] = []
@@ -1769,7 +2264,7 @@ def warning_groups(summary: dict[str, Any]) -> list[str | tuple[str, list[str]]]
             example = next(iter(texts))
             items.append(
                 (
-                    f"{total} runs, {len(texts)} variants of: {example}",
+                    f"{total} results, {len(texts)} variants of: {example}",
                     [f"{_runs(runs)}: {text}" for text, runs in texts.items()],
                 )
             )
@@ -1777,7 +2272,7 @@ def warning_groups(summary: dict[str, Any]) -> list[str | tuple[str, list[str]]]
 
 
 def _runs(runs: list[str]) -> str:
-    return runs[0] if len(runs) == 1 else f"{len(runs)} runs ({', '.join(runs)})"
+    return runs[0] if len(runs) == 1 else f"{len(runs)} results ({', '.join(runs)})"
 
 
 # -- Markdown -----------------------------------------------------------------------------------
@@ -1818,12 +2313,13 @@ def render_markdown(blocks: list[Block], out_dir: Path) -> str:
         elif isinstance(block, Fig):
             chart = block.chart
             path = chart.png.relative_to(out_dir).as_posix()
+            svg = chart.svg.relative_to(out_dir).as_posix()
             lines += [
-                f"### Figure {block.number}. {chart.title}",
+                f"**Figure {block.number}. {chart.title}**",
                 "",
                 f"![{chart.title}]({path})",
                 "",
-                f"Figure {block.number}: {chart.caption} (SVG: [{chart.svg.name}]({chart.svg.relative_to(out_dir).as_posix()}))",
+                f"Figure {block.number}: {chart.caption} (SVG: [{chart.svg.name}]({svg}))",
                 "",
             ]
     return "\n".join(lines).rstrip() + "\n"
@@ -1857,8 +2353,9 @@ th { background: var(--band); font-weight: 600; text-align: left; vertical-align
   line-height: 1.25; }
 td.r, th.r { text-align: right; }
 td.r { white-space: nowrap; }
-td.l { min-width: 7.5rem; }
+td.l { min-width: 5rem; }
 tbody tr:nth-child(even) td { background: #fbfcfd; }
+tbody tr.invalid td { color: #8a8f95; background: repeating-linear-gradient(135deg, #fff, #fff 6px, #f6f6f6 6px, #f6f6f6 12px); }
 table.kv th { width: 11rem; background: none; vertical-align: top; }
 table.kv td { word-break: break-word; }
 .note { color: var(--muted); font-size: .82rem; max-width: 62rem; }
@@ -1954,9 +2451,10 @@ def render_html_table(table: Table) -> str:
             f'<th class="{a}">{esc(h)}</th>' for h, a in zip(table.header, align, strict=True)
         ]
         parts.append("</tr></thead><tbody>")
-        for row in table.rows:
+        for i, row in enumerate(table.rows):
+            css = ' class="invalid"' if i in table.invalid_rows else ""
             parts.append(
-                "<tr>"
+                f"<tr{css}>"
                 + "".join(f'<td class="{a}">{esc(c)}</td>' for c, a in zip(row, align, strict=True))
                 + "</tr>"
             )
@@ -1977,10 +2475,9 @@ def build_report(run_dir: Path, out_dir: Path) -> ReportFiles:
     :class:`wirewise.results.SchemaError` for a results file this version cannot read.
     """
     began = time.monotonic()
-    run_dir = Path(run_dir)
-    if run_dir.is_file():
-        run_dir = run_dir.parent
-    summary = read_summary(run_dir)
+    source = Path(run_dir)
+    run_dir = source.parent if source.is_file() else source
+    summary = load_summary(source)
     out_dir = Path(out_dir)
     charts_dir = out_dir / "charts"
     charts_dir.mkdir(parents=True, exist_ok=True)
@@ -1988,9 +2485,8 @@ def build_report(run_dir: Path, out_dir: Path) -> ReportFiles:
     draw_charts(ctx)
     blocks = document(summary, run_dir, ctx.charts, ctx.skipped)
     markdown = out_dir / "report.md"
-    markdown.write_text(render_markdown(blocks, out_dir))
+    markdown.write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     page = out_dir / "report.html"
-    page.write_text(render_html(blocks, f"wirewise report: run {run_dir.name}"))
-    return ReportFiles(
-        markdown, page, tuple(ctx.charts), tuple(ctx.skipped), time.monotonic() - began
-    )
+    page.write_text(render_html(blocks, f"wirewise report: run {run_dir.name}"), encoding="utf-8")
+    placed = tuple(b.chart for b in blocks if isinstance(b, Fig))
+    return ReportFiles(markdown, page, placed, tuple(ctx.skipped), time.monotonic() - began)

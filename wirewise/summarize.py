@@ -224,6 +224,10 @@ def summarize_repeat(directory: Path) -> tuple[dict[str, Any], Repeat, dict[str,
         _process_warnings(raw, repeat)
         return run, repeat, arrays
     scenario = run["scenario"]
+    parameters = run.setdefault("parameters", {})
+    parameters["rooms"] = len(raw.scenario.get("rooms") or []) or None
+    if raw.scenario.get("payload_bytes"):
+        parameters["payload_bytes"] = raw.scenario["payload_bytes"]  # what was really sent
     repeat.window = raw.scenario["window"]
     repeat.settle = raw.scenario.get("settle", {})
     repeat.drain = raw.scenario.get("drain", {})
@@ -857,7 +861,6 @@ def worst_generator(all_: list[LoadGenerator]) -> LoadGenerator:
     if not all_:
         return LoadGenerator()
     busiest = [g.cpu_percent_max for g in all_ if g.cpu_percent_max is not None]
-    delays = [g.read_delay_ms.get("p99") for g in all_ if g.read_delay_ms.get("p99") is not None]
     return LoadGenerator(
         processes=max(g.processes for g in all_),
         cpu_percent_max=max(busiest) if busiest else None,
@@ -869,6 +872,14 @@ def worst_generator(all_: list[LoadGenerator]) -> LoadGenerator:
         saturated=any(g.saturated for g in all_)
         if any(g.saturated is not None for g in all_)
         else None,
-        read_delay_ms={"p99": max(delays)} if delays else {},
+        read_delay_ms={
+            key: max(values)
+            for key in ("p50", "p99", "max")
+            if (
+                values := [
+                    g.read_delay_ms[key] for g in all_ if g.read_delay_ms.get(key) is not None
+                ]
+            )
+        },
         receipt_clock=all_[0].receipt_clock,
     )
