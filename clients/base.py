@@ -60,7 +60,7 @@ class ClientError(Exception):
 
 
 class Refused(ClientError):
-    """The server answered with a protocol error; ``code`` says which (PROTOCOL.md)."""
+    """The server answered with a protocol error; ``code`` says which (docs/PROTOCOL.md)."""
 
     def __init__(self, code: str, detail: str, status: int | None = None) -> None:
         super().__init__(f"{code}: {detail}" + (f" (HTTP {status})" if status else ""))

@@ -5,8 +5,9 @@ by line through a text decoder (several Python calls per line, four lines per ch
 and the h2 client has no httpx response at all, only DATA frames. It follows the WHATWG
 event-stream rules: lines end with CRLF, CR or LF; ``data:`` lines join with LF; comments and
 unknown fields are ignored; a blank line dispatches; a UTF-8 byte order mark may open the
-stream. Like every wirewise client it drops events whose data is empty (keep-alives; see
-DESIGN.md's note on httpx-sse).
+stream. Like every wirewise client it drops events whose data is empty (keep-alives: httpx-sse
+0.4 dispatched an empty event carrying the last id at every comment, which counted as a
+duplicate).
 
 A chunk without CR (what every wirewise server sends) is split at LF in one C call; anything
 else goes through the general line-ending regex.

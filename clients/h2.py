@@ -4,7 +4,7 @@ The point of the ``h2`` transport is one connection per client instead of one pe
 this client opens exactly one HTTP/2 connection and keeps it: ``GET /rooms/{room}/stream`` for
 each subscription and ``POST /login`` / ``POST /rooms/{room}/messages`` all become streams on
 it. httpx/httpcore cannot do that (a POST stalls behind an open stream until the stream's next
-chunk, and the sync client hangs under gevent; DESIGN.md, "Library facts"), so this is a thin
+chunk, and the sync client hangs under gevent; seen with httpx 0.28 / httpcore 1.0), so this is a thin
 client on the ``h2`` protocol library, in the sans-I/O style of h11 and websockets:
 
 - :class:`~clients.eventstream.SseParser` turns bytes into SSE events (pure);

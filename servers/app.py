@@ -1,6 +1,6 @@
 """The one ASGI application every HTTP transport is served from.
 
-Each transport uses its subset of the routes (PROTOCOL.md, "Endpoints"); which server runs it
+Each transport uses its subset of the routes (docs/PROTOCOL.md, "Endpoints"); which server runs it
 (uvicorn, hypercorn) decides HTTP/1.1 or HTTP/2, not the application.
 """
 
@@ -107,7 +107,7 @@ async def drained(receive: Receive, cap: int) -> Receive:
     """Read and drop the body of a request no endpoint reads (404, 405, preflight, healthz).
 
     Starlette answers those without reading the body, and hypercorn's HTTP/2 then kills the
-    whole connection, every stream on it, when the body's DATA frames arrive (DESIGN.md):
+    whole connection, every stream on it, when the body's DATA frames arrive (hypercorn 0.18):
     one stray POST would end a client's SSE stream multiplexed beside it.
     """
     with contextlib.suppress(ProtocolError, Disconnected):

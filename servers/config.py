@@ -1,6 +1,6 @@
 """Every limit and timeout of a wirewise server, with its named default, in one place.
 
-PROTOCOL.md ("Limits and slow consumers") names these defaults; the benchmark may raise them
+docs/PROTOCOL.md ("Limits and slow consumers") names these defaults; the benchmark may raise them
 and records in its results that it did (:meth:`Settings.changed`).
 """
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the HTTP endpoints, served at ``GET /openapi.json``.
 
-Hand-written next to the routes (``servers/app.py``) from PROTOCOL.md, so that it says what
+Hand-written next to the routes (``servers/app.py``) from docs/PROTOCOL.md, so that it says what
 the contract says, error bodies included; ``tests/test_openapi.py`` checks that every route
 of the application is in it and runs schemathesis against a real server.
 
@@ -29,7 +29,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    """PROTOCOL.md's error body for each status (the code says which refusal it is)."""
+    """docs/PROTOCOL.md's error body for each status (the code says which refusal it is)."""
     said = {
         400: "bad_json, bad_message, unknown_type, bad_room or bad_cursor",
         401: "unauthorized: a missing, forged or expired token",
@@ -121,7 +121,7 @@ def schema() -> dict[str, Any]:
         "info": {
             "title": "wirewise chat",
             "version": "1",
-            "description": "The HTTP endpoints of PROTOCOL.md (one application, every transport).",
+            "description": "The HTTP endpoints of the wirewise chat protocol (one application, every transport).",
         },
         "components": {
             "schemas": SCHEMAS,

@@ -4,7 +4,7 @@ reconnect storm, over every transport where the fault applies.
 ``test_serve.py`` checks that SIGTERM ends streams and exits cleanly; here the server comes
 back on the same port and the clients must resume on their own. The memory broker keeps
 history in the process, so a restarted server has none of it: the clients must get an explicit
-``gap`` for it (PROTOCOL.md: loss is never silent), and every message sent after the restart
+``gap`` for it (docs/PROTOCOL.md: loss is never silent), and every message sent after the restart
 must arrive exactly once. Tokens survive the restart because every server here shares one
 ``--secret``.
 

@@ -423,7 +423,7 @@ def test_ten_mib_inputs(target: Target, bystander: Bystander) -> None:
                 assert response.json()["code"] == "message_too_large"
             except httpx.TransportError:
                 # hypercorn's HTTP/2 drops the connection when DATA frames keep coming after
-                # the 413 (DESIGN.md): only the attacker's own connection is gone. Over h2
+                # the 413 (hypercorn 0.18 with h2 4.x): only the attacker's own connection is gone. Over h2
                 # the client never reads the 413 (seen on every run here).
                 assert target.name == "h2"
         bystander.tried("10 MiB body")

@@ -52,9 +52,9 @@ FULL: dict[str, dict[str, Any]] = {
     "chat": {"users": 200, "rate": 1.0, "measure": 10.0},
     "broadcast": {"users": 501, "rate": 10.0, "measure": 10.0},
     "idle": {"step_users": 1000, "steps": 4, "step_seconds": 2.0, "ramp_rate": 250.0},
-    "saturate": {"users": 100, "rate": 2.0, "steps": 12, "step_seconds": 3.0, "rate_factor": 1.6},
+    "saturate": {"users": 100, "rate": 2.0, "steps": 14, "step_seconds": 3.0, "rate_factor": 1.4},
     "game": {"users": 40, "rate": 20.0, "measure": 10.0},
-    "faults": {"users": 1000, "rate": 0.2, "measure": 20.0},
+    "faults": {"users": 300, "rate": 0.5, "measure": 12.0},
 }
 FULL_IDLE_POLL = {"step_users": 300}
 """Short pollers at full scale: 1,200 at T = 1 s are ~1,200 requests/s, a good share of what

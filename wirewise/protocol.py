@@ -1,4 +1,4 @@
-"""The wirewise chat protocol: every message of PROTOCOL.md, validated when built.
+"""The wirewise chat protocol: every message of docs/PROTOCOL.md, validated when built.
 
 This module is the one place the chat "language" is defined. Servers, clients and the
 benchmark build messages here and parse JSON only through :func:`decode_client`,

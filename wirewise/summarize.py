@@ -127,11 +127,22 @@ def cpu_between(samples: list[Sample], name: str, start: float, end: float) -> f
 
 def busiest_generator(samples: list[Sample], spans: list[tuple[float, float]]) -> float | None:
     """The busiest Locust process's CPU percent while measuring. A sample's percentage covers
-    the interval before it, so the sample that opens a span is left out."""
+    the interval since the previous sample, so only intervals wholly inside a span count (the
+    next step's ramp starting just after a plateau is not the plateau's)."""
     values = []
     for start, end in spans:
-        inside = [s for s in samples if start < s.t <= end + 0.5]
-        values += [s.loadgen_cpu_percent_max_single for s in inside[1:] if inside]
+        inside = [
+            current.loadgen_cpu_percent_max_single
+            for previous, current in itertools.pairwise(samples)
+            if previous.t >= start and current.t <= end
+        ]
+        if not inside:  # a span shorter than one sampling interval: the ones that overlap it
+            inside = [
+                current.loadgen_cpu_percent_max_single
+                for previous, current in itertools.pairwise(samples)
+                if current.t > start and previous.t < end
+            ]
+        values += inside
     return round(max(values), 1) if values else None
 
 
@@ -541,7 +552,13 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     if lost_silently:
         warnings.append(f"{lost_silently} deliveries were lost without a gap (silent loss)")
     window = scenario["window"]
-    repeat.load_generator = generator_of(raw, [(window["start"], window["end"])], 0)
+    span = (window["start"], window["end"])
+    if restart and reconnects:
+        # What the generator's own delays would distort here are the reconnect times: judge
+        # it from the kill until the last client was back (the slow reader's catch-up on its
+        # 19 MB flood, earlier in the window, is part of the scenario, not of the outage).
+        span = (restart["killed_at"], restart["listening_at"] + max(reconnects) / 1000 + 0.5)
+    repeat.load_generator = generator_of(raw, [span], 0)
 
 
 def _nearest_ranks(values: list[float]) -> dict[str, float | int | None]:
