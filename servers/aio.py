@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from starlette.types import Receive
 
-from servers.core import Stored, Subscription
 from wirewise.protocol import Gap
+from wirewise.servers.core import Stored, Subscriber
 
 T = TypeVar("T")
 
@@ -19,7 +19,7 @@ DISCONNECTED = "disconnected"
 
 
 class Feed:
-    """Awaitable view of a :class:`Subscription`: wait for its next batch of events.
+    """Awaitable view of a :class:`Subscriber`: wait for its next batch of events.
 
     The core calls ``sub.notify`` on every queued event; we turn the first of a burst into a
     resolved future, so a writer wakes once per burst and sends the whole batch in one write.
@@ -27,7 +27,7 @@ class Feed:
 
     __slots__ = ("_waiter", "_watcher", "sub")
 
-    def __init__(self, sub: Subscription) -> None:
+    def __init__(self, sub: Subscriber) -> None:
         self.sub = sub
         self._waiter: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None

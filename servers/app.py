@@ -20,12 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servers import openapi
-from servers.auth import Tokens
-from servers.config import Settings
-from servers.core import ChatCore
-from servers.http import (
-    Context,
+from wirewise.protocol import ProtocolError
+from wirewise.servers import openapi
+from wirewise.servers.config import Settings
+from wirewise.servers.context import Context, make_context
+from wirewise.servers.core import ChatCore
+from wirewise.servers.http import (
     Disconnected,
     json_response,
     login_endpoint,
@@ -33,19 +33,13 @@ from servers.http import (
     read_body,
     send_endpoint,
 )
-from servers.longpoll import longpoll_endpoint
-from servers.poll import poll_endpoint
-from servers.sse import stream_endpoint
-from servers.ws import ws_endpoint
-from wirewise.protocol import ProtocolError
+from wirewise.servers.longpoll import longpoll_endpoint
+from wirewise.servers.poll import poll_endpoint
+from wirewise.servers.sse import stream_endpoint
+from wirewise.servers.ws import ws_endpoint
 
 SWEEP_INTERVAL = 1.0
 """Seconds between presence sweeps (polling users who stopped polling leave)."""
-
-
-def make_context(settings: Settings | None = None) -> Context:
-    settings = settings or Settings()
-    return Context(ChatCore(settings), Tokens(settings.secret, settings.token_max_age))
 
 
 def stats_of(ctx: Context, started: float) -> dict[str, object]:

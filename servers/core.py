@@ -10,7 +10,7 @@ old cursor that the new ids had caught up with looked current). Storing and fann
 implementation here keeps everything in this process (:class:`MemoryBroker`). A networked
 broker (Redis streams) would let several processes share rooms.
 
-A :class:`Subscription` is one live reader of a room: an SSE stream, a WebSocket, a TCP
+A :class:`Subscriber` is one live reader of a room: an SSE stream, a WebSocket, a TCP
 connection, or a held long poll. When it opens, the core attaches it to the room and takes
 the history after the client's cursor *in the same synchronous step*, so there is no await
 between "replay" and "live" and hence no gap and no duplicate at the seam. Events then land in
@@ -22,7 +22,7 @@ Membership: a user is in a room while it holds at least one member subscription 
 expired by :meth:`ChatCore.sweep`). Joining and leaving are room events like messages.
 
 Everything is synchronous and single-threaded; transports call in from one event loop and
-learn about new events through :attr:`Subscription.notify`. The clock is injected, so tests
+learn about new events through :attr:`Subscriber.notify`. The clock is injected, so tests
 drive time by hand.
 """
 
@@ -34,11 +34,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar, cast
 
-from servers.config import Settings
 from wirewise import protocol
 from wirewise.protocol import Gap, NewMessage, ProtocolError, SendMessage, UserJoined, UserLeft
+from wirewise.servers.config import Settings
 
-__all__ = ["Broker", "ChatCore", "MemoryBroker", "Stored", "Subscription"]
+__all__ = ["Broker", "ChatCore", "MemoryBroker", "Stored", "Subscriber"]
 
 K = TypeVar("K")
 
@@ -67,7 +67,7 @@ class Stored:
         return data
 
 
-class Subscription:
+class Subscriber:
     """A live reader of one room with a bounded queue; see the module docstring."""
 
     __slots__ = (
@@ -136,7 +136,7 @@ class Broker(Protocol):
 
     def publish(
         self, room: str, build: Callable[[int], protocol.RoomEvent]
-    ) -> tuple[Stored, list[Subscription]]:
+    ) -> tuple[Stored, list[Subscriber]]:
         """Store the event ``build(next_id)`` and queue it to the room's subscribers.
 
         Returns the stored event and the subscribers whose queues were full.
@@ -149,9 +149,9 @@ class Broker(Protocol):
 
     def last_id(self, room: str) -> int: ...
 
-    def attach(self, room: str, sub: Subscription) -> None: ...
+    def attach(self, room: str, sub: Subscriber) -> None: ...
 
-    def detach(self, room: str, sub: Subscription) -> None: ...
+    def detach(self, room: str, sub: Subscriber) -> None: ...
 
     def stats(self) -> dict[str, int]: ...
 
@@ -162,7 +162,7 @@ class _Log:
     def __init__(self, size: int, base: int) -> None:
         self.last_id = base
         self.history: deque[Stored] = deque(maxlen=size)
-        self.subscribers: dict[Subscription, None] = {}
+        self.subscribers: dict[Subscriber, None] = {}
 
 
 class MemoryBroker:
@@ -185,7 +185,7 @@ class MemoryBroker:
 
     def publish(
         self, room: str, build: Callable[[int], protocol.RoomEvent]
-    ) -> tuple[Stored, list[Subscription]]:
+    ) -> tuple[Stored, list[Subscriber]]:
         log = self._log(room)
         event = Stored(build(log.last_id + 1))  # validated before the id is taken
         log.last_id = event.id
@@ -214,10 +214,10 @@ class MemoryBroker:
         log = self._logs.get(room)
         return log.last_id if log else self.base
 
-    def attach(self, room: str, sub: Subscription) -> None:
+    def attach(self, room: str, sub: Subscriber) -> None:
         self._log(room).subscribers[sub] = None
 
-    def detach(self, room: str, sub: Subscription) -> None:
+    def detach(self, room: str, sub: Subscriber) -> None:
         log = self._logs.get(room)
         if log is not None:
             log.subscribers.pop(sub, None)
@@ -275,7 +275,7 @@ class ChatCore:
         self._held: dict[tuple[str, str], int] = {}  # (room, user) -> long polls held now
         self._idempotent: dict[str, OrderedDict[tuple[str, str], int]] = {}
         self._buckets: dict[str, _Bucket] = {}
-        self._subs: dict[Subscription, None] = {}
+        self._subs: dict[Subscriber, None] = {}
         self._subs_by_user: dict[str, int] = {}
         self.slow_consumers = 0
         self.rate_limited = 0
@@ -349,11 +349,11 @@ class ChatCore:
 
     def subscribe(
         self, user: str, room: str, after: int | None, kind: str, *, member: bool = True
-    ) -> Subscription:
+    ) -> Subscriber:
         """Open a live subscription; its backlog holds the replay after ``after``."""
         self._check(user, room)
         self._admit(user)
-        sub = Subscription(room, user, kind, member=member, limit=self.settings.queue)
+        sub = Subscriber(room, user, kind, member=member, limit=self.settings.queue)
         if after is not None:
             events, gap = self.broker.replay(room, after)
             sub.backlog = [gap, *events] if gap is not None else events  # type: ignore[list-item]
@@ -372,11 +372,11 @@ class ChatCore:
         (lets a server refuse a WebSocket upgrade before accepting it)."""
         self._admit(user)
 
-    def waiter(self, user: str, room: str) -> Subscription:
+    def waiter(self, user: str, room: str) -> Subscriber:
         """A held long poll: told of the room's next event, not a member itself."""
         return self.subscribe(user, room, None, "longpoll", member=False)
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscriber) -> None:
         """Close ``sub`` (idempotent); the user leaves when this was its last stream."""
         self._drop(sub, sub.reason or "closed")
 
@@ -392,7 +392,7 @@ class ChatCore:
                 "too_many_connections", f"user {user!r} holds {limit_user} connections already"
             )
 
-    def _drop(self, sub: Subscription, reason: str) -> None:
+    def _drop(self, sub: Subscriber, reason: str) -> None:
         if sub not in self._subs:
             sub.close(reason)
             return

@@ -1,8 +1,9 @@
-"""HTTP/2: the SSE stream and the POSTs of :mod:`servers.sse`, multiplexed on one connection.
+"""HTTP/2: the SSE stream and the POSTs of :mod:`wirewise.servers.sse`, multiplexed on one connection.
 
 Nothing here handles requests: hypercorn serves the same application over HTTP/2, cleartext
 with prior knowledge by default, or TLS with ALPN (browsers speak HTTP/2 only over TLS). This
 module builds hypercorn's configuration and, for ``--tls`` alone, a self-signed certificate.
+The two fixes hypercorn needs to be safe to expose are in :mod:`wirewise.servers.patches`.
 
 Memory: hypercorn and h2 hold ~30 KiB per HTTP/2 connection and ~13 KiB per stream on it
 (asyncio events and queues, the h2 state machines, hpack tables, the priority tree), which no
@@ -21,7 +22,6 @@ import datetime as dt
 import ipaddress
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,8 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypercorn.config import Config
 
-from servers.config import Settings
-from servers.limits import h2_idle_deadline
+from wirewise.servers.config import Settings
 
 MAX_STREAMS = 1000
 """Concurrent streams per connection (hypercorn's default is 100)."""
@@ -75,40 +74,9 @@ def self_signed(directory: Path | None = None, host: str = "localhost") -> tuple
     return certfile, keyfile
 
 
-def stream_backpressure() -> None:
-    """Make a stream whose reader grants no window block its writer (hypercorn 0.18).
-
-    hypercorn's ``StreamBuffer.pop`` releases a paused writer when the chunk it popped was
-    small, and a stream with no flow-control window pops zero bytes: so every write to a
-    stalled HTTP/2 stream returned at once, the buffer grew without bound (28 MiB of server
-    RSS for 24 MB sent to one stream that read nothing), and the subscriber was never cut off
-    as a slow consumer. Released here only once what is *left* is under the low-water mark.
-    """
-    from hypercorn.protocol import h2 as hyper_h2
-
-    buffer = hyper_h2.StreamBuffer
-    if getattr(buffer, "_wirewise_backpressure", False):
-        return
-
-    async def pop(self: Any, max_length: int) -> bytes:
-        length = min(len(self.buffer), max_length)
-        data = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        if len(self.buffer) < hyper_h2.BUFFER_LOW_WATER:
-            await self._paused.set()
-        if len(self.buffer) == 0:
-            await self._is_empty.set()
-        return data
-
-    buffer.pop = pop  # type: ignore[method-assign]
-    buffer._wirewise_backpressure = True  # type: ignore[attr-defined]
-
-
 def hypercorn_config(
     fd: int, settings: Settings, certfile: Path | None = None, keyfile: Path | None = None
 ) -> Config:
-    h2_idle_deadline()  # hypercorn holds a stream-less h2c connection forever otherwise
-    stream_backpressure()  # and lets a stalled stream's buffer grow without bound
     config = Config()
     config.bind = [f"fd://{fd}"]
     config.certfile = str(certfile) if certfile else None

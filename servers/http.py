@@ -16,12 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from servers.aio import Ticker
-from servers.auth import Tokens
-from servers.config import Settings
-from servers.core import ChatCore
 from wirewise import protocol
 from wirewise.protocol import Error, ProtocolError, SendMessage
+from wirewise.servers.context import Context
 
 COOKIE = "wirewise_token"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -42,18 +39,6 @@ STATUS = {
     "too_many_connections": 503,
     "slow_consumer": 409,
 }
-
-
-class Context:
-    """What an endpoint needs: the core, the settings, the token signer, the heartbeat ticker."""
-
-    def __init__(self, core: ChatCore, tokens: Tokens) -> None:
-        self.core = core
-        self.settings: Settings = core.settings
-        self.tokens = tokens
-        # Ticks every SSE stream each half heartbeat (servers.sse.Stream.tick); run by the
-        # application's lifespan.
-        self.heartbeats = Ticker(core.settings.heartbeat / 2)
 
 
 def json_response(

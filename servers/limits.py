@@ -1,4 +1,5 @@
-"""Server-level limits the ASGI servers do not enforce by default."""
+"""Server-level limits the ASGI servers do not enforce by default (and that need no patch:
+uvicorn takes its HTTP protocol class as a setting)."""
 
 from __future__ import annotations
 
@@ -52,33 +53,3 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 def header_deadline(seconds: float) -> type[HeaderDeadlineProtocol]:
     return type("HeaderDeadline", (HeaderDeadlineProtocol,), {"header_timeout": seconds})
-
-
-def h2_idle_deadline() -> None:
-    """Close an HTTP/2 (cleartext, prior knowledge) connection that opens no stream in time.
-
-    hypercorn 0.18 stops its idle timer when the HTTP/1.1 parser reads the ``PRI *
-    HTTP/2.0`` preface as a request, then switches to HTTP/2 without restarting it: a client
-    that sends the preface and then nothing, or trickles a HEADERS frame, is held forever
-    (an HTTP/2 slowloris). Here the HTTP/2 protocol reports itself idle once initiated with
-    no stream, so ``keep_alive_timeout`` (wirewise's ``header_timeout``) applies, as it
-    already does after each stream closes. Idempotent.
-    """
-    from hypercorn.events import Updated
-    from hypercorn.protocol.h2 import H2Protocol
-
-    original = H2Protocol.initiate
-    if getattr(original, "wirewise_idle", False):
-        return
-
-    async def initiate(
-        self: H2Protocol,
-        headers: list[tuple[bytes, bytes]] | None = None,
-        settings: bytes | None = None,
-    ) -> None:
-        await original(self, headers, settings)
-        if not self.streams:
-            await self.send(Updated(idle=True))
-
-    initiate.wirewise_idle = True  # type: ignore[attr-defined]
-    H2Protocol.initiate = initiate  # type: ignore[method-assign]

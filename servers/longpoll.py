@@ -14,9 +14,11 @@ import math
 from starlette.requests import Request
 from starlette.responses import Response
 
-from servers.aio import Feed
-from servers.http import (
-    Context,
+from wirewise import protocol
+from wirewise.protocol import ProtocolError
+from wirewise.servers.aio import Feed
+from wirewise.servers.context import Context
+from wirewise.servers.http import (
     authenticate,
     check_origin,
     cors_headers,
@@ -25,9 +27,7 @@ from servers.http import (
     query,
     room_of,
 )
-from servers.poll import poll_body
-from wirewise import protocol
-from wirewise.protocol import ProtocolError
+from wirewise.servers.poll import poll_body
 
 
 def parse_wait(raw: str, cap: float) -> float:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from servers.core import Stored
-from servers.http import (
-    Context,
+from wirewise import protocol
+from wirewise.protocol import Gap, ProtocolError
+from wirewise.servers.context import Context
+from wirewise.servers.core import Stored
+from wirewise.servers.http import (
     authenticate,
     check_origin,
     cors_headers,
@@ -22,8 +24,6 @@ from servers.http import (
     query,
     room_of,
 )
-from wirewise import protocol
-from wirewise.protocol import Gap, ProtocolError
 
 
 def poll_body(items: list[Stored | Gap], last_id: int) -> str:

@@ -4,7 +4,7 @@
 |---|---|---|
 | poll, longpoll, sse, ws | uvicorn (httptools) | HTTP/1.1 and WebSocket |
 | h2 | hypercorn | HTTP/2: cleartext with prior knowledge, or TLS with ALPN |
-| ws with ``--server websockets`` | bare websockets | WebSocket only (the lean path) |
+| ws with ``--server websockets`` | bare websockets | WebSocket only, without an ASGI framework |
 | tcp | asyncio | newline-delimited JSON (the floor) |
 
 Every server serves the same core. On SIGTERM or Ctrl-C the core ends every subscription
@@ -24,18 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers.app import build_app, make_context
-from servers.config import Settings
-from servers.core import ChatCore
-from servers.http import Context
+from wirewise.registry import SERVERS, TRANSPORTS, ready_line
+from wirewise.servers.app import build_app
+from wirewise.servers.config import Settings
+from wirewise.servers.context import Context, make_context
+from wirewise.servers.core import ChatCore
 
-TRANSPORTS = ("poll", "longpoll", "sse", "h2", "ws", "tcp")
-SERVERS = ("uvicorn", "hypercorn", "websockets")
 BACKLOG = 2048
 
 
 @dataclass(frozen=True)
-class Plan:
+class ServerPlan:
     transport: str
     server: str
     host: str = "127.0.0.1"
@@ -47,10 +46,10 @@ class Plan:
 
 
 def default_server(transport: str) -> str:
-    return {"h2": "hypercorn", "tcp": "asyncio"}.get(transport, "uvicorn")
+    return SERVERS.get(transport, ("uvicorn",))[0]
 
 
-def check_plan(plan: Plan) -> None:
+def check_plan(plan: ServerPlan) -> None:
     """Refuse combinations that cannot serve the transport, with a sentence that says why."""
     if plan.transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {plan.transport!r}; one of {', '.join(TRANSPORTS)}")
@@ -60,6 +59,13 @@ def check_plan(plan: Plan) -> None:
         raise ValueError("HTTP/2 is served by hypercorn (uvicorn speaks HTTP/1.1 only)")
     if plan.server == "websockets" and plan.transport != "ws":
         raise ValueError("the bare websockets server serves only the ws transport")
+    if plan.server not in SERVERS[plan.transport]:
+        raise ValueError(
+            f"{plan.transport} is served by {' or '.join(SERVERS[plan.transport])},"
+            f" not {plan.server!r}"
+        )
+    if not 0 <= plan.port <= 65535:
+        raise ValueError(f"--port takes 0 (a free one) to 65535, not {plan.port}")
     if (plan.tls or plan.certfile) and plan.transport != "h2":
         raise ValueError("TLS is offered for h2 only (browsers speak HTTP/2 only over TLS)")
     if bool(plan.certfile) != bool(plan.keyfile):
@@ -92,19 +98,21 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def serve(plan: Plan, settings: Settings, announce: Callable[[str], None] | None = None) -> None:
+def serve(
+    plan: ServerPlan, settings: Settings, announce: Callable[[str], None] | None = None
+) -> None:
     """Serve until SIGTERM / SIGINT. ``announce`` gets the line that says where we listen."""
     check_plan(plan)
     ctx = make_context(settings)
     sock = bind(plan.host, plan.port)
     certfile, keyfile = plan.certfile, plan.keyfile
     if plan.tls and certfile is None:
-        from servers.h2 import self_signed
+        from wirewise.servers.h2 import self_signed
 
         certfile, keyfile = self_signed()
     scheme = "tcp" if plan.transport == "tcp" else "https" if certfile else "http"
     url = url_of(sock, scheme)
-    line = f"wirewise: serving {plan.transport} on {url} ({plan.server}, pid {os.getpid()})"
+    line = ready_line(plan.transport, url, plan.server, os.getpid())
     if certfile:
         line += f" certificate {certfile}"
     loop = new_loop(plan.loop)
@@ -128,7 +136,7 @@ def _print(line: str) -> None:
 
 
 async def _serve(
-    plan: Plan,
+    plan: ServerPlan,
     ctx: Context,
     sock: socket.socket,
     certfile: Path | None,
@@ -145,12 +153,12 @@ async def _serve(
     if plan.server == "hypercorn":
         await _hypercorn(ctx, sock, stop, certfile, keyfile, ready)
     elif plan.server == "websockets":
-        from servers import ws_lean
+        from wirewise.servers import ws_websockets
 
         ready()
-        await ws_lean.run(ctx, sock, stop)
+        await ws_websockets.run(ctx, sock, stop)
     else:
-        from servers import tcp
+        from wirewise.servers import tcp
 
         ready()
         await tcp.run(ctx, sock, stop)
@@ -159,8 +167,10 @@ async def _serve(
 async def _uvicorn(ctx: Context, sock: socket.socket, ready: Callable[[], None]) -> None:
     import uvicorn
 
-    from servers.limits import header_deadline
+    from wirewise.servers.limits import header_deadline
+    from wirewise.servers.patches import apply_uvicorn
 
+    apply_uvicorn()  # a 1009 close that survives the unread rest of its frame
     settings = ctx.settings
 
     class Server(uvicorn.Server):
@@ -211,8 +221,10 @@ async def _hypercorn(
 ) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
 
-    from servers.h2 import hypercorn_config
+    from wirewise.servers.h2 import hypercorn_config
+    from wirewise.servers.patches import apply_hypercorn
 
+    apply_hypercorn()  # without them an idle h2c client is held forever (servers/patches.py)
     config = hypercorn_config(os.dup(sock.fileno()), ctx.settings, certfile, keyfile)
     sock.close()
 

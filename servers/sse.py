@@ -16,9 +16,9 @@ took here: the request's own coroutine watches for the disconnect, and a short-l
 writes (:class:`Stream`), instead of a second task per stream watching ``receive()`` (~0.9
 KiB); one heartbeat ticker for all streams instead of a timer each (~0.7 KiB; a quiet stream
 still hears from us every ``heartbeat`` seconds); the response start built once; held
-requests bypass Starlette's middleware (:class:`servers.app.HeldFirst`, ~3.4 KiB). The rest
+requests bypass Starlette's middleware (:class:`wirewise.servers.app.HeldFirst`, ~3.4 KiB). The rest
 is the server's: uvicorn's protocol, parser and request cycle (~6 KiB), hypercorn's
-per-connection h2 state, task group and stream objects (see :mod:`servers.h2`).
+per-connection h2 state, task group and stream objects (see :mod:`wirewise.servers.h2`).
 
     curl -N -H "Authorization: Bearer $T" http://127.0.0.1:8000/rooms/general/stream?after=0
 """
@@ -29,11 +29,13 @@ import asyncio
 
 from starlette.types import Receive, Scope, Send
 
-from servers.aio import DISCONNECTED, bounded
-from servers.core import SHUTDOWN, Stored, Subscription
-from servers.http import (
+from wirewise import protocol
+from wirewise.protocol import Gap, ProtocolError
+from wirewise.servers.aio import DISCONNECTED
+from wirewise.servers.context import Context
+from wirewise.servers.core import SHUTDOWN, Stored, Subscriber
+from wirewise.servers.http import (
     STATUS,
-    Context,
     authenticate,
     check_origin,
     cors_headers,
@@ -42,8 +44,7 @@ from servers.http import (
     format_headers,
     room_of,
 )
-from wirewise import protocol
-from wirewise.protocol import Gap, ProtocolError
+from wirewise.servers.writer import Writer
 
 RETRY_MS = 3000
 OPENING = b"retry: %d\n\n" % RETRY_MS
@@ -88,13 +89,13 @@ async def _refuse(send: Send, exc: ProtocolError, cors: dict[str, str]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class Stream:
-    """The single writer of one SSE stream, started on demand: the shape of :class:`servers.ws.Writer`.
+class Stream(Writer):
+    """The writer of one SSE stream (a :class:`wirewise.servers.writer.Writer`): one chunk per flush.
 
     The request's own coroutine only waits for the client to go away (``receive()``), so an
     open stream needs no second task to watch for the disconnect. The core's notification
     starts a flush task that writes everything waiting in one chunk and ends. Heartbeats come
-    from the server's one :class:`servers.aio.Ticker` (``ctx.heartbeats``), which ticks every
+    from the server's one :class:`wirewise.servers.aio.Ticker` (``ctx.heartbeats``), which ticks every
     stream each half ``heartbeat``: a stream that wrote nothing since the previous tick sends
     one, so a quiet stream hears from us every ``heartbeat`` seconds (a busy one never waits
     longer). A timer per stream instead cost ~0.7 KiB per idle stream. A write that cannot
@@ -102,35 +103,18 @@ class Stream:
     coroutine, which ends the stream; the client can resume.
     """
 
-    __slots__ = (
-        "aborted",
-        "beat",
-        "ended",
-        "opening",
-        "reader",
-        "send",
-        "sub",
-        "task",
-        "timeout",
-        "wrote",
-    )
+    __slots__ = ("beat", "ended", "opening", "send", "wrote")
 
-    def __init__(self, sub: Subscription, send: Send, timeout: float) -> None:
-        self.sub = sub
+    def __init__(self, sub: Subscriber, send: Send, timeout: float) -> None:
+        super().__init__(sub, timeout)
         self.send = send
-        self.timeout = timeout
-        self.task: asyncio.Task[None] | None = None
-        self.reader = asyncio.current_task()
         self.opening = True
         self.beat = False
         self.wrote = False
         self.ended = False  # the last chunk went out: nothing may follow it
-        self.aborted = False
-        sub.notify = self.kick
 
-    def kick(self) -> None:
-        if self.task is None and not self.ended:
-            self.task = asyncio.ensure_future(self._flush())
+    def writable(self) -> bool:
+        return not self.ended
 
     def tick(self) -> None:
         """The heartbeat ticker's call: a heartbeat unless we wrote since the last tick."""
@@ -140,33 +124,26 @@ class Stream:
             self.beat = True
             self.kick()
 
-    async def _flush(self) -> None:
-        sub, send, timeout = self.sub, self.send, self.timeout
-        try:
-            while True:
-                chunk = b"".join(frame(item) for item in sub.take())
-                if self.opening:
-                    chunk, self.opening = OPENING + chunk, False
-                elif not chunk:
-                    if not self.beat or sub.closed:
-                        break
-                    chunk = HEARTBEAT
-                self.beat = False
-                await bounded(
-                    send({"type": "http.response.body", "body": chunk, "more_body": True}),
-                    timeout,
-                )
-                self.wrote = True
-            if sub.closed:
-                self.ended = True
-                await bounded(send({"type": "http.response.body", "body": tail(sub)}), timeout)
-        except (TimeoutError, OSError):  # the client stopped reading or went away
+    async def flush(self) -> None:
+        sub, send = self.sub, self.send
+        while True:
+            chunk = b"".join(frame(item) for item in sub.take())
+            if self.opening:
+                chunk, self.opening = OPENING + chunk, False
+            elif not chunk:
+                if not self.beat or sub.closed:
+                    break
+                chunk = HEARTBEAT
+            self.beat = False
+            await self.write(send({"type": "http.response.body", "body": chunk, "more_body": True}))
+            self.wrote = True
+        if sub.closed:
             self.ended = True
-            if self.reader is not None and not self.aborted:
-                self.aborted = True
-                self.reader.cancel()
-        finally:
-            self.task = None
+            await self.write(send({"type": "http.response.body", "body": tail(sub)}))
+
+    def stalled(self) -> None:
+        self.ended = True
+        super().stalled()
 
     def stop(self) -> None:
         """No more writes: the stream ended or the client left."""
@@ -175,7 +152,7 @@ class Stream:
             self.task.cancel()
 
 
-def tail(sub: Subscription) -> bytes:
+def tail(sub: Subscriber) -> bytes:
     """The last chunk: an ``error`` event when the stream ends for a reason the client should see."""
     if sub.reason not in (SHUTDOWN, None) and sub.reason in protocol.ERROR_CODES:
         return frame(protocol.Error(sub.reason, "resume with Last-Event-ID"))

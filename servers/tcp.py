@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from servers.core import Stored, Subscription
-from servers.http import Context
-from servers.ws import handle_frame
 from wirewise import protocol
 from wirewise.protocol import Error, Gap, Hello, LoginRequest, ProtocolError
+from wirewise.servers.context import Context
+from wirewise.servers.core import Stored, Subscriber
+from wirewise.servers.frames import handle_frame
 
 NEWLINE = b"\n"
 
@@ -46,7 +46,7 @@ class FloorProtocol(asyncio.Protocol):
         self.ctx = ctx
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.sub: Subscription | None = None
+        self.sub: Subscriber | None = None
         self.user = ""
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None

@@ -5,7 +5,7 @@ client sends ``send_message`` frames and gets an ``ack`` (or an ``error``) for e
 The upgrade is plain HTTP, so the token travels as for every other request and a refused
 upgrade is an HTTP answer (401, 403, 400) before any frame.
 
-The bare-``websockets`` server in :mod:`servers.ws_lean` speaks the same protocol over the
+The bare-``websockets`` server in :mod:`wirewise.servers.ws_websockets` speaks the same protocol over the
 same core without ASGI, to show what the framework costs apart from the transport.
 
     websocat "ws://127.0.0.1:8000/rooms/general/ws?after=0&token=$T"
@@ -19,11 +19,13 @@ import contextlib
 from starlette.types import Receive, Scope, Send
 from websockets.exceptions import ConnectionClosed
 
-from servers.aio import bounded
-from servers.core import SHUTDOWN, ChatCore, Stored, Subscription
-from servers.http import (
+from wirewise import protocol
+from wirewise.protocol import Ack, Gap, ProtocolError
+from wirewise.servers.context import Context
+from wirewise.servers.core import SHUTDOWN, ChatCore, Stored, Subscriber
+from wirewise.servers.frames import handle_ws_frame
+from wirewise.servers.http import (
     STATUS,
-    Context,
     authenticate,
     check_origin,
     cursor_of,
@@ -31,8 +33,7 @@ from servers.http import (
     format_headers,
     room_of,
 )
-from wirewise import protocol
-from wirewise.protocol import Ack, Gap, ProtocolError, SendMessage
+from wirewise.servers.writer import Writer
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -44,7 +45,7 @@ def text_of(item: Stored | Gap | protocol.Error | Ack) -> str:
     return item.json if isinstance(item, Stored) else protocol.encode(item)
 
 
-def close_code(sub: Subscription) -> tuple[int, str]:
+def close_code(sub: Subscriber) -> tuple[int, str]:
     """How a closed subscription ends its socket: 1001 on shutdown, 1008 with the reason."""
     if sub.reason == SHUTDOWN:
         return CLOSE_GOING_AWAY, "server shutting down"
@@ -53,27 +54,7 @@ def close_code(sub: Subscription) -> tuple[int, str]:
     return CLOSE_NORMAL, ""
 
 
-def handle_frame(core: ChatCore, user: str, room: str, data: str | bytes) -> Ack | protocol.Error:
-    """One client message (a frame, a line) to its answer: ``ack`` or ``error``."""
-    try:
-        message = protocol.decode_client(data, max_text=core.settings.max_text)
-        if not isinstance(message, SendMessage):
-            raise ProtocolError("unknown_type", f"{message.type!r} cannot be sent here")
-        msg_id, _ = core.send(user, room, message)
-    except ProtocolError as exc:
-        return exc.to_message()
-    return Ack(client_msg_id=message.client_msg_id, id=msg_id)
-
-
-def handle_ws_frame(
-    core: ChatCore, user: str, room: str, data: str | bytes | None
-) -> Ack | protocol.Error:
-    if not isinstance(data, str):
-        return protocol.Error("bad_message", "frames are JSON text, not binary")
-    return handle_frame(core, user, room, data)
-
-
-def admit(ctx: Context, scope: Scope) -> tuple[Subscription, str, str]:
+def admit(ctx: Context, scope: Scope) -> tuple[Subscriber, str, str]:
     """Checks the upgrade before accepting it: origin, token, room, cursor, limits."""
     check_origin(ctx, scope)
     user = authenticate(ctx, scope)
@@ -99,28 +80,23 @@ async def _deny(scope: Scope, send: Send, exc: ProtocolError) -> None:
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
 
 
-class Writer:
-    """The single writer of one socket: answers first, then events, one flush at a time.
+class SocketWriter(Writer):
+    """A :class:`wirewise.servers.writer.Writer` for a WebSocket: answers first, then events, one frame
+    each; a closed subscription's socket is closed with its code.
 
-    Started on demand by the core's notification, so an idle socket holds no writer task.
-    A write that cannot finish within ``timeout`` (the client stopped reading) aborts the
-    reader too, which ends the handler and lets the server drop the connection. Shared by
-    the ASGI endpoint here and the bare server in :mod:`servers.ws_lean`: a subclass says
-    how to send a text frame and how to close. Subclasses rather than callables, so that an
-    idle socket holds no closures; answers in a list swapped on flush, not a deque (an
-    empty deque holds a 64-slot block, ~760 bytes, for as long as the socket lives).
+    Shared by the ASGI endpoint here and the bare server in :mod:`wirewise.servers.ws_websockets`: a
+    subclass says how to send a text frame and how to close. Answers in a list swapped on
+    flush, not a deque (an empty deque holds a 64-slot block, ~760 bytes, for as long as the
+    socket lives). A stalled write closes the subscription as a slow consumer.
     """
 
-    __slots__ = ("aborted", "answers", "reader", "sub", "task", "timeout")
+    __slots__ = ("answers",)
 
-    def __init__(self, sub: Subscription, timeout: float) -> None:
-        self.sub = sub
-        self.timeout = timeout
+    write_errors = (TimeoutError, OSError, ConnectionClosed)
+
+    def __init__(self, sub: Subscriber, timeout: float) -> None:
+        super().__init__(sub, timeout)
         self.answers: list[Ack | protocol.Error] = []
-        self.task: asyncio.Task[None] | None = None
-        self.reader = asyncio.current_task()
-        self.aborted = False
-        sub.notify = self.kick
 
     async def send_text(self, text: str) -> None:
         raise NotImplementedError
@@ -132,29 +108,21 @@ class Writer:
         self.answers.append(reply)
         self.kick()
 
-    def kick(self) -> None:
-        if self.task is None:
-            self.task = asyncio.ensure_future(self._flush())
-
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         sub = self.sub
-        try:
-            while self.answers or sub.pending:
-                while self.answers:
-                    answers, self.answers = self.answers, []
-                    for reply in answers:
-                        await bounded(self.send_text(text_of(reply)), self.timeout)
-                for item in sub.take():
-                    await bounded(self.send_text(text_of(item)), self.timeout)
-            if sub.closed:
-                await bounded(self.close(*close_code(sub)), self.timeout)
-        except (TimeoutError, OSError, ConnectionClosed):
-            sub.close("slow_consumer")
-            if self.reader is not None and not self.aborted:
-                self.aborted = True
-                self.reader.cancel()
-        finally:
-            self.task = None
+        while self.answers or sub.pending:
+            while self.answers:
+                answers, self.answers = self.answers, []
+                for reply in answers:
+                    await self.write(self.send_text(text_of(reply)))
+            for item in sub.take():
+                await self.write(self.send_text(text_of(item)))
+        if sub.closed:
+            await self.write(self.close(*close_code(sub)))
+
+    def stalled(self) -> None:
+        self.sub.close("slow_consumer")
+        super().stalled()
 
     async def finish(self, core: ChatCore) -> None:
         """Leave the room and let a last flush (the close frame) end."""
@@ -164,12 +132,12 @@ class Writer:
             await asyncio.wait([self.task], timeout=self.timeout)
 
 
-class AsgiWriter(Writer):
-    """A :class:`Writer` on an ASGI ``send``."""
+class AsgiWriter(SocketWriter):
+    """A :class:`SocketWriter` on an ASGI ``send``."""
 
     __slots__ = ("send",)
 
-    def __init__(self, sub: Subscription, send: Send, timeout: float) -> None:
+    def __init__(self, sub: Subscriber, send: Send, timeout: float) -> None:
         super().__init__(sub, timeout)
         self.send = send
 

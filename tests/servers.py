@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,19 +13,19 @@ from pathlib import Path
 
 import httpx
 
+from wirewise.registry import BACKENDS as REGISTERED
+from wirewise.registry import SERVERS, parse_ready_line
+
 ROOT = Path(__file__).resolve().parent.parent
-URL = re.compile(r"serving (\S+) on (\S+) \((\S+), pid (\d+)\)")
 START_TIMEOUT = 20.0
 
-# Every transport and the server that carries it, as the conformance suite runs them.
+# Every backend the bench measures, by its label (``ws@websockets``), and how to serve it.
 BACKENDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "poll": ("poll", ()),
-    "longpoll": ("longpoll", ()),
-    "sse": ("sse", ()),
-    "h2": ("h2", ()),
-    "ws": ("ws", ()),
-    "ws-lean": ("ws", ("--server", "websockets")),
-    "tcp": ("tcp", ()),
+    backend.label: (
+        backend.transport,
+        () if backend.server == SERVERS[backend.transport][0] else ("--server", backend.server),
+    )
+    for backend in REGISTERED
 }
 
 
@@ -58,9 +57,9 @@ class ServerProcess:
             if not line:
                 break
             self.output.append(line)
-            match = URL.search(line)
-            if match:
-                self.url = match.group(2)
+            ready = parse_ready_line(line)
+            if ready is not None:
+                self.url = ready[1]
                 self._drainer = threading.Thread(target=self._drain, daemon=True)
                 self._drainer.start()
                 return self

@@ -18,12 +18,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from clients import Client, Refused, Subscription, SubscriptionFailed, client_for
 from tests.conftest import TEST_SETTINGS
 from tests.servers import BACKENDS, ServerProcess, start
+from wirewise.clients import Client, Refused, Subscription, SubscriptionFailed, client_for
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage, UserJoined, UserLeft
 
-PUSH = {"sse", "h2", "ws", "ws-lean", "tcp"}
+PUSH = {"sse", "h2", "ws", "ws@websockets", "tcp"}
 WAIT = 5.0
 
 
@@ -486,7 +486,7 @@ def test_health_and_stats(backend: Backend, clients: Callable[[Client], Client])
         stats = http.get(f"{backend.server.http_url}/stats").json()
     assert stats["events_stored"] >= 1
     if backend.name in PUSH:
-        kind = {"ws-lean": "ws"}.get(backend.name, backend.name)
+        kind = {"ws@websockets": "ws"}.get(backend.name, backend.name)
         assert stats["connections"].get(kind, 0) >= 1
 
 
@@ -499,7 +499,7 @@ monkey.patch_all()
 
 import sys
 import gevent
-from clients import client_for
+from wirewise.clients import client_for
 from wirewise.protocol import NewMessage
 
 transport, url = sys.argv[1], sys.argv[2]

@@ -11,8 +11,6 @@ from collections.abc import Callable
 
 import pytest
 
-from servers.config import Settings
-from servers.core import ChatCore, MemoryBroker, Stored, Subscription
 from wirewise.protocol import (
     Gap,
     NewMessage,
@@ -22,6 +20,8 @@ from wirewise.protocol import (
     UserLeft,
     encode,
 )
+from wirewise.servers.config import Settings
+from wirewise.servers.core import ChatCore, MemoryBroker, Stored, Subscriber
 
 ROOM = "general"
 START = 1_000.0
@@ -43,7 +43,7 @@ class FakeClock:
 
 
 class Counter:
-    """A ``Subscription.notify`` that counts its calls."""
+    """A ``Subscriber.notify`` that counts its calls."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -110,7 +110,7 @@ def refused(code: str, call: Callable[[], object]) -> None:
     assert info.value.code == code, info.value
 
 
-def drain(*subs: Subscription) -> None:
+def drain(*subs: Subscriber) -> None:
     for sub in subs:
         sub.take()
 

@@ -23,9 +23,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route, WebSocketRoute
 
-from servers import openapi
-from servers.app import build_app
 from tests.servers import ServerProcess, start
+from wirewise.servers import openapi
+from wirewise.servers.app import build_app
 
 SETTINGS = (
     "--set",

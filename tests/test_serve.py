@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from clients import client_for
 from tests.conftest import TEST_SETTINGS
 from tests.servers import BACKENDS, ServerProcess
 from wirewise.cli import main
+from wirewise.clients import client_for
 from wirewise.protocol import NewMessage
 
 CURL = shutil.which("curl")
@@ -143,6 +143,11 @@ def test_h2_over_tls_negotiates_http2_by_alpn(server_factory: Callable[..., Serv
         (["serve", "carrier-pigeon"], "unknown transport"),
         (["serve", "sse", "--server", "websockets"], "only the ws transport"),
         (["serve", "h2", "--server", "uvicorn"], "hypercorn"),
+        (
+            ["serve", "sse", "--server", "nginx"],
+            "sse is served by uvicorn or hypercorn, not 'nginx'",
+        ),
+        (["serve", "sse", "--port", "-1"], "--port takes 0 (a free one) to 65535, not -1"),
         (["serve", "ws", "--tls"], "TLS is offered for h2 only"),
         (["serve", "sse", "--set", "history=lots"], "history takes a int"),
         (["serve", "sse", "--set", "nonsense=1"], "name=value"),

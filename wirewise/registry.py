@@ -4,9 +4,9 @@ Every other module imports these names instead of writing its own list.
 
 | transport | servers (default first) | pushes? |
 |---|---|---|
-| poll | uvicorn | no: the client asks every T seconds |
-| longpoll | uvicorn | emulated: a held request per delivery |
-| sse | uvicorn | yes |
+| poll | uvicorn, hypercorn | no: the client asks every T seconds |
+| longpoll | uvicorn, hypercorn | emulated: a held request per delivery |
+| sse | uvicorn, hypercorn | yes |
 | h2 | hypercorn | yes |
 | ws | uvicorn, websockets | yes |
 | tcp | asyncio | yes (the calibration floor, not a choice for clients) |
@@ -35,14 +35,15 @@ FLOOR = "tcp"
 PUSH_TRANSPORTS = ("sse", "h2", "ws")
 """Transports whose server writes a delivery as soon as it exists, on an open connection."""
 SERVERS: dict[str, tuple[str, ...]] = {
-    "poll": ("uvicorn",),
-    "longpoll": ("uvicorn",),
+    "poll": ("uvicorn", "hypercorn"),
+    "longpoll": ("uvicorn", "hypercorn"),
     "sse": ("uvicorn", "hypercorn"),
     "h2": ("hypercorn",),
     "ws": ("uvicorn", "websockets"),
     "tcp": ("asyncio",),
 }
-"""Which servers serve which transport; the first is the default."""
+"""Which servers serve which transport; the first is the default (hypercorn serves the HTTP/1.1
+transports too, as the same-server control for h2)."""
 PLAIN_SERVERS = frozenset({"uvicorn", "hypercorn", "asyncio"})
 """Servers a backend's label does not name (each transport's default, or the floor's)."""
 

@@ -1,6 +1,6 @@
-"""WebSocket on the bare ``websockets`` server: the lean path, same core, no ASGI framework.
+"""WebSocket on the bare ``websockets`` server: the same core, no ASGI framework.
 
-Same protocol as :mod:`servers.ws`, so the report can show what the framework costs apart
+Same protocol as :mod:`wirewise.servers.ws`, so the report can show what the framework costs apart
 from what the transport costs. The ``websockets`` server reads only GET requests, so this
 server answers ``GET /login?user=...``, ``GET /healthz`` and ``GET /stats`` itself (in
 ``process_request``) and upgrades ``/rooms/{room}/ws``; it has no polling or SSE routes.
@@ -39,11 +39,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from servers.core import Subscription
-from servers.http import (
+from wirewise import protocol
+from wirewise.protocol import ProtocolError
+from wirewise.servers.context import Context
+from wirewise.servers.core import Subscriber
+from wirewise.servers.frames import handle_ws_frame
+from wirewise.servers.http import (
     COOKIE,
     STATUS,
-    Context,
     authenticate,
     check_origin,
     cors_headers,
@@ -51,9 +54,7 @@ from servers.http import (
     query,
     room_of,
 )
-from servers.ws import Writer, handle_ws_frame
-from wirewise import protocol
-from wirewise.protocol import ProtocolError
+from wirewise.servers.ws import SocketWriter
 
 ROOM_PATH = re.compile(r"/rooms/([^/]+)/ws")
 PING_INTERVAL = 20.0
@@ -89,7 +90,7 @@ def _json(
     return response
 
 
-class LeanServer:
+class BareServer:
     def __init__(self, ctx: Context, keepalive: Keepalive) -> None:
         self.ctx = ctx
         self.keepalive = keepalive
@@ -142,7 +143,7 @@ class LeanServer:
         except ProtocolError as exc:
             await connection.close(1008, exc.code)
             return
-        writer = LeanWriter(sub, connection, settings.send_timeout)
+        writer = BareWriter(sub, connection, settings.send_timeout)
         writer.kick()
         self.keepalive.watch(connection)
         try:
@@ -228,12 +229,12 @@ class Keepalive:
         task.add_done_callback(self.closing.discard)
 
 
-class LeanWriter(Writer):
-    """A :class:`Writer` on a websockets connection."""
+class BareWriter(SocketWriter):
+    """A :class:`wirewise.servers.ws.SocketWriter` on a websockets connection."""
 
     __slots__ = ("connection",)
 
-    def __init__(self, sub: Subscription, connection: ServerConnection, timeout: float) -> None:
+    def __init__(self, sub: Subscriber, connection: ServerConnection, timeout: float) -> None:
         super().__init__(sub, timeout)
         self.connection = connection
 
@@ -259,12 +260,12 @@ def release_handshake(connection: ServerConnection) -> None:
 async def run(ctx: Context, sock: Any, stop: asyncio.Event) -> None:
     """Serve on ``sock`` until ``stop`` is set, then end every socket with 1001."""
     keepalive = Keepalive()
-    lean = LeanServer(ctx, keepalive)
+    bare = BareServer(ctx, keepalive)
     settings = ctx.settings
     async with serve(
-        lean.handler,
+        bare.handler,
         sock=sock,
-        process_request=lean.process_request,
+        process_request=bare.process_request,
         max_size=settings.max_frame,
         compression="deflate" if settings.ws_compression else None,
         open_timeout=settings.header_timeout,
