@@ -1,4 +1,4 @@
-"""One client per transport, all with the shape of :class:`clients.base.Client`.
+"""One client per transport, all with the shape of :class:`wirewise.clients.base.Client`.
 
 ``client_for("sse", "http://127.0.0.1:8000")`` builds the client of a transport by name, so
 that tests, scripts and Locust scenarios take the transport as a parameter.
@@ -9,14 +9,27 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from clients.base import Backoff, Client, ClientError, Refused, Subscription, SubscriptionFailed
+from wirewise.clients.base import (
+    Backoff,
+    BadAnswer,
+    Client,
+    ClientError,
+    ConnectError,
+    Refused,
+    RequestEvent,
+    Subscription,
+    SubscriptionFailed,
+)
 
 __all__ = [
     "CLASSES",
     "Backoff",
+    "BadAnswer",
     "Client",
     "ClientError",
+    "ConnectError",
     "Refused",
+    "RequestEvent",
     "Subscription",
     "SubscriptionFailed",
     "client_class",
@@ -24,12 +37,12 @@ __all__ = [
 ]
 
 CLASSES = {
-    "poll": "clients.poll:PollClient",
-    "longpoll": "clients.longpoll:LongPollClient",
-    "sse": "clients.sse:SseClient",
-    "h2": "clients.h2:H2Client",
-    "ws": "clients.ws:WsClient",
-    "tcp": "clients.tcp:TcpClient",
+    "poll": "wirewise.clients.poll:PollClient",
+    "longpoll": "wirewise.clients.longpoll:LongPollClient",
+    "sse": "wirewise.clients.sse:SseClient",
+    "h2": "wirewise.clients.h2:H2Client",
+    "ws": "wirewise.clients.ws:WsClient",
+    "tcp": "wirewise.clients.tcp:TcpClient",
 }
 
 

@@ -34,18 +34,22 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 from wirewise import protocol
-from wirewise.protocol import Error, Gap, ServerMessage
+from wirewise.protocol import Error, Gap, SendMessage, ServerMessage
 
 __all__ = [
     "Backoff",
+    "BadAnswer",
     "Client",
     "ClientError",
+    "ConnectError",
     "Refused",
+    "RequestEvent",
     "Subscription",
     "SubscriptionFailed",
+    "map_errors",
     "shared_ssl_context",
 ]
 
@@ -56,7 +60,26 @@ OnMessage = Callable[[ServerMessage], None]
 
 
 class ClientError(Exception):
-    """A request failed (network, timeout, or an answer we cannot use)."""
+    """A request failed. The tree, raised by every client's public methods (mapped at the
+    boundary by :func:`map_errors`, as httpx maps httpcore's exceptions)::
+
+        ClientError
+        ├── ConnectError        cannot connect, or the connection broke
+        ├── Refused             the server answered with a protocol error (``code``)
+        ├── BadAnswer           the server answered something that is not the protocol
+        └── SubscriptionFailed  a subscription gave up (refused, or no connection for too long)
+
+    A caller's own mistake (a bad room or user name, an empty text) is not a ClientError: it
+    raises :class:`wirewise.protocol.ProtocolError` before anything goes on the wire.
+    """
+
+
+class ConnectError(ClientError):
+    """Cannot connect, or the connection broke before an answer."""
+
+
+class BadAnswer(ClientError):
+    """The server's answer is not the protocol (the decoder's error is the cause)."""
 
 
 class Refused(ClientError):
@@ -79,6 +102,26 @@ class SessionEnded(Exception):
 
 FATAL_CODES = frozenset({"unauthorized", "forbidden_origin", "bad_room", "bad_cursor"})
 """Refusals that retrying cannot fix."""
+
+
+class RequestEvent(Protocol):
+    """Locust's ``environment.events.request`` (anything with that ``fire``): a client fires
+    it once per send, as Locust's own ``HttpUser`` does for each request."""
+
+    def fire(self, **kwargs: Any) -> Any: ...
+
+
+@contextlib.contextmanager
+def map_errors(action: str) -> Iterator[None]:
+    """The one place lower-layer errors become :class:`ClientError` s (see its tree)."""
+    try:
+        yield
+    except ClientError:
+        raise
+    except protocol.ProtocolError as exc:
+        raise BadAnswer(f"{action}: the server's answer is not the protocol ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise ConnectError(f"{action}: {exc}") from exc
 
 
 def refused_from_body(body: bytes | str, status: int | None) -> Refused:
@@ -315,19 +358,25 @@ class Client(ABC):
         timeout: float = DEFAULT_TIMEOUT,
         backoff: Backoff | None = None,
         token: str | None = None,
+        request_event: RequestEvent | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.backoff = backoff or Backoff()
         self.token = token
         self.user: str | None = None
+        self.request_event = request_event
         self._subscriptions: list[Subscription] = []
 
     # -- the shared shape ----------------------------------------------------------------
 
-    @abstractmethod
     def login(self, user: str) -> str:
         """Get a token for ``user`` (kept for every later call) and return it."""
+        protocol.LoginRequest(user)  # a bad name is the caller's mistake: raised before the wire
+        with map_errors("login"):
+            token = self._login(user)
+        self.token, self.user = token, user
+        return token
 
     def subscribe(
         self, room: str, after: int | None = None, on_message: OnMessage | None = None
@@ -339,11 +388,37 @@ class Client(ABC):
         self._subscriptions.append(sub)
         return sub
 
-    @abstractmethod
     def send(
         self, room: str, text: str, *, client_msg_id: str | None = None, sent_at: int | None = None
     ) -> int:
         """Send a message and return its id (retries are safe: sends are idempotent)."""
+        message = SendMessage(
+            room=None, text=text, client_msg_id=client_msg_id or self.message_id(), sent_at=sent_at
+        )
+        began = time.perf_counter()
+        error: ClientError | None = None
+        try:
+            with map_errors("send"):
+                return self._send(room, message)
+        except ClientError as exc:
+            error = exc
+            raise
+        finally:
+            self.fire_request("send", began, len(message.text), error)
+
+    def fire_request(
+        self, name: str, began: float, length: int, error: BaseException | None
+    ) -> None:
+        """Tell Locust (when it is listening) what one request cost."""
+        if self.request_event is not None:
+            self.request_event.fire(
+                request_type=self.transport,
+                name=name,
+                response_time=(time.perf_counter() - began) * 1000,
+                response_length=length,
+                exception=error,
+                context={},
+            )
 
     def close(self) -> None:
         for sub in self._subscriptions:
@@ -357,6 +432,14 @@ class Client(ABC):
         self.close()
 
     # -- for transport modules -----------------------------------------------------------
+
+    @abstractmethod
+    def _login(self, user: str) -> str:
+        """Log ``user`` in and return the token (errors are mapped by :meth:`login`)."""
+
+    @abstractmethod
+    def _send(self, room: str, message: SendMessage) -> int:
+        """Send ``message`` (its ``room`` unset) to ``room``; its id (mapped by :meth:`send`)."""
 
     @abstractmethod
     def run_session(self, sub: Subscription, opened: Callable[[], None]) -> None:

@@ -9,6 +9,7 @@ on a socket transport, being connected *is* being in the room).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from abc import abstractmethod
 from collections import deque
@@ -17,8 +18,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
 
-from clients.base import FATAL_CODES, Client, ClientError, Refused, Subscription
 from wirewise import protocol
+from wirewise.clients.base import FATAL_CODES, Client, ClientError, Refused, Subscription
 from wirewise.protocol import Ack, Error, NewMessage, SendMessage, ServerMessage
 
 
@@ -116,13 +117,8 @@ class DuplexClient(Client):
             raise Refused(message.code, message.detail)  # the floor refuses with a line
         sub.deliver(message)
 
-    def send(
-        self, room: str, text: str, *, client_msg_id: str | None = None, sent_at: int | None = None
-    ) -> int:
-        message = SendMessage(
-            room=room, text=text, client_msg_id=client_msg_id or self.message_id(), sent_at=sent_at
-        )
-        body = protocol.encode(message)
+    def _send(self, room: str, message: SendMessage) -> int:
+        body = protocol.encode(dataclasses.replace(message, room=room))
 
         def attempt() -> int:
             future = self._link_for(room).request(body)

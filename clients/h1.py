@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 import h11
 
-from clients import idle, reading
-from clients.base import ClientError, connect
+from wirewise.clients import idle, reading
+from wirewise.clients.base import ClientError, connect
 
 __all__ = ["H1Connection", "Head"]
 
@@ -133,7 +133,7 @@ class H1Connection:
     def stream(self, idle_timeout: float) -> Iterator[bytes]:
         """The body of the last response as it arrives; the connection is closed after it.
 
-        ``idle_timeout`` seconds without a byte end it (timed by :mod:`clients.idle`: a
+        ``idle_timeout`` seconds without a byte end it (timed by :mod:`wirewise.clients.idle`: a
         socket timeout would arm a timer at every read of a long stream).
         """
         sock, conn = self._current()
@@ -296,7 +296,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 
 
 def _client_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    from clients.base import shared_ssl_context
+    from wirewise.clients.base import shared_ssl_context
 
     if verify is True:
         return shared_ssl_context()

@@ -7,7 +7,7 @@ it. httpx/httpcore cannot do that (a POST stalls behind an open stream until the
 chunk, and the sync client hangs under gevent; seen with httpx 0.28 / httpcore 1.0), so this is a thin
 client on the ``h2`` protocol library, in the sans-I/O style of h11 and websockets:
 
-- :class:`~clients.eventstream.SseParser` turns bytes into SSE events (pure);
+- :class:`wirewise.clients.eventstream.SseParser` turns bytes into SSE events (pure);
 - :class:`_Cleartext` / :class:`_Tls` turn bytes into bytes (TLS through ``ssl.MemoryBIO``, so
   that the TLS state is touched only under the connection's lock: an ``SSLSocket`` must not be
   read in one thread while another writes it);
@@ -18,7 +18,7 @@ client on the ``h2`` protocol library, in the sans-I/O style of h11 and websocke
 Cleartext ``http://`` speaks HTTP/2 with prior knowledge (the preface goes out at once);
 ``https://`` negotiates ``h2`` with ALPN and refuses anything else. A GOAWAY or a dropped
 socket fails every open stream; the next request opens a new connection, and subscriptions
-resume through :class:`clients.base.Subscription`'s loop.
+resume through :class:`wirewise.clients.base.Subscription`'s loop.
 
     with H2Client("http://127.0.0.1:8000") as client:
         client.login("ada")
@@ -45,25 +45,27 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from clients import idle, reading
-from clients.base import (
+from wirewise import protocol
+from wirewise.clients import idle, reading
+from wirewise.clients.base import (
     DEFAULT_TIMEOUT,
     Backoff,
     Client,
     ClientError,
+    ConnectError,
+    RequestEvent,
     SessionEnded,
     Subscription,
     refused_from_body,
 )
-from clients.eventstream import SseEvent, SseParser
-from wirewise import protocol
-from wirewise.protocol import LoginRequest, ProtocolError, SendMessage
+from wirewise.clients.eventstream import SseEvent, SseParser
+from wirewise.protocol import LoginRequest, SendMessage
 
 __all__ = ["H2Client", "SseEvent", "SseParser", "h2_ssl_context"]
 
 STREAM_WINDOW = 1 << 20
-"""Receive window per stream (bytes). Data is acknowledged as it arrives, so windows never
-close; a large one only saves WINDOW_UPDATE frames."""
+"""Receive window per stream (bytes). Data is acknowledged as its consumer reads it: a
+stream whose consumer stalls stops the server after this much (see :class:`_Stream`)."""
 CONNECTION_WINDOW = 1 << 24
 """Receive window of the whole connection, shared by every stream: 16 MiB so that many busy
 streams do not starve each other between two WINDOW_UPDATEs."""
@@ -134,7 +136,7 @@ _h2_context_lock = threading.Lock()
 def h2_ssl_context() -> ssl.SSLContext:
     """The verifying context every h2 client shares, offering only ``h2`` by ALPN.
 
-    Not :func:`clients.base.shared_ssl_context` itself: httpcore sets ALPN on any context it is
+    Not :func:`wirewise.clients.base.shared_ssl_context` itself: httpcore sets ALPN on any context it is
     given, on every connection, so that context's protocol list is whatever the last HTTP/1.1
     client left there. This one costs the same ~50 ms, once per process.
     """
@@ -158,9 +160,21 @@ def _unverified_context() -> ssl.SSLContext:
 # -- one HTTP/2 connection -------------------------------------------------------------------
 
 
+class _Data(bytes):
+    """A DATA chunk, with the flow-controlled length to acknowledge once it is read."""
+
+    flow_controlled = 0
+
+
 class _Stream:
     """One request's answer as a queue the reader fills: the status (int), DATA chunks
-    (bytes), None at the end, or the ClientError that ended it."""
+    (bytes), None at the end, or the ClientError that ended it.
+
+    DATA is acknowledged (the window given back to the server) when the consumer reads it,
+    not when the connection's reader receives it: a consumer that stops reading stops
+    granting window, so the server stops sending and, as on every other transport, cuts it
+    off as a slow consumer. The connection's other streams flow on.
+    """
 
     def __init__(self, connection: _Connection, stream_id: int) -> None:
         self.connection = connection
@@ -172,7 +186,7 @@ class _Stream:
         self._items.put(item)
 
     def _get(self, timeout: float | None) -> int | bytes | None:
-        """The next item; ``timeout`` None blocks without a timer (see :mod:`clients.idle`)."""
+        """The next item; ``timeout`` None blocks without a timer (see :mod:`wirewise.clients.idle`)."""
         try:
             item = self._items.get(timeout=None if timeout is None else max(timeout, 0.0))
         except queue.Empty:
@@ -182,6 +196,8 @@ class _Stream:
             raise item
         if item is None:
             self.ended = True
+        elif isinstance(item, _Data) and item.flow_controlled:
+            self.connection.acknowledge(self.stream_id, item.flow_controlled)
         return item
 
     def status(self, deadline: float) -> int:
@@ -299,6 +315,17 @@ class _Connection:
             self._flush()
         return stream
 
+    def acknowledge(self, stream_id: int, length: int) -> None:
+        """Give ``length`` bytes of window back: the consumer of ``stream_id`` read them."""
+        with self._lock:
+            if self.error is not None:
+                return
+            try:
+                self._h2.acknowledge_received_data(length, stream_id)
+                self._flush()
+            except (h2.exceptions.H2Error, ClientError):
+                pass  # the stream or the connection is gone: nothing to give back
+
     def _full(self) -> bool:
         return self._h2.open_outbound_streams >= self._h2.remote_settings.max_concurrent_streams
 
@@ -406,9 +433,12 @@ class _Connection:
 
     def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
-            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if stream := self._streams.get(event.stream_id):
-                stream.put(event.data)
+                data = _Data(event.data)
+                data.flow_controlled = event.flow_controlled_length
+                stream.put(data)  # acknowledged when its consumer reads it (see _Stream)
+            else:  # a stream we gave up on: give its window back at once
+                self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.ResponseReceived):
             if stream := self._streams.get(event.stream_id):
                 stream.put(int(dict(event.headers)[b":status"]))
@@ -448,8 +478,11 @@ class H2Client(Client):
         backoff: Backoff | None = None,
         token: str | None = None,
         verify: bool | ssl.SSLContext = True,
+        request_event: RequestEvent | None = None,
     ) -> None:
-        super().__init__(base_url, timeout=timeout, backoff=backoff, token=token)
+        super().__init__(
+            base_url, timeout=timeout, backoff=backoff, token=token, request_event=request_event
+        )
         url = urlsplit(self.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"an h2 client needs an http:// or https:// URL, not {base_url!r}")
@@ -488,7 +521,7 @@ class H2Client(Client):
                         self._host, self._port, self._authority, self._context, self.timeout
                     )
                 except (OSError, ssl.SSLError) as exc:
-                    raise ClientError(f"cannot connect to {self.base_url}: {exc}") from exc
+                    raise ConnectError(f"cannot connect to {self.base_url}: {exc}") from exc
                 self._connection = connection
                 self.connections_opened += 1
             return connection
@@ -513,34 +546,21 @@ class H2Client(Client):
         finally:
             stream.close()
 
-    def login(self, user: str) -> str:
+    def _login(self, user: str) -> str:
         status, body = self._post("/login", protocol.encode(LoginRequest(user)), None)
         if status != 200:
             raise refused_from_body(body, status)
-        try:
-            self.token = protocol.decode_token(body)
-        except ProtocolError as exc:
-            raise ClientError(f"bad login answer: {exc}") from exc
-        self.user = user
-        return self.token
+        return protocol.decode_token(body)
 
-    def send(
-        self, room: str, text: str, *, client_msg_id: str | None = None, sent_at: int | None = None
-    ) -> int:
+    def _send(self, room: str, message: SendMessage) -> int:
         token = self._require_token()
-        message = SendMessage(
-            room=None, text=text, client_msg_id=client_msg_id or self.message_id(), sent_at=sent_at
-        )
         body = protocol.encode(message)
 
         def attempt() -> int:
             status, answer = self._post(f"/rooms/{room}/messages", body, token)
             if status not in (200, 201):
                 raise refused_from_body(answer, status)
-            try:
-                return protocol.decode_id(answer)
-            except ProtocolError as exc:
-                raise ClientError(f"bad send answer: {exc}") from exc
+            return protocol.decode_id(answer)
 
         return self._retrying(attempt)
 
@@ -577,7 +597,7 @@ class H2Client(Client):
             for event in parser.feed(chunk):
                 try:
                     message = protocol.decode_server(event.data)
-                except ProtocolError as exc:
+                except protocol.ProtocolError as exc:
                     raise ClientError(f"bad event {event.data[:80]!r}: {exc}") from exc
                 sub.deliver(message)
 

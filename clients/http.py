@@ -2,7 +2,7 @@
 
 Short polling, long polling and SSE all send with ``POST /rooms/{room}/messages`` and differ
 only in how they read; each of their modules implements ``run_session``. Sends and reads go
-through :class:`clients.h1.H1Connection`: through httpx a request cost the load generator
+through :class:`wirewise.clients.h1.H1Connection`: through httpx a request cost the load generator
 ~500 us of CPU, four times as much.
 """
 
@@ -13,16 +13,17 @@ import threading
 
 import httpx
 
-from clients.base import (
+from wirewise import protocol
+from wirewise.clients.base import (
     DEFAULT_TIMEOUT,
     Backoff,
     Client,
-    ClientError,
+    ConnectError,
+    RequestEvent,
     refused_from_body,
     shared_ssl_context,
 )
-from clients.h1 import H1Connection
-from wirewise import protocol
+from wirewise.clients.h1 import H1Connection
 from wirewise.protocol import LoginRequest, SendMessage
 
 LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=4)
@@ -52,8 +53,11 @@ class HttpClient(Client):
         backoff: Backoff | None = None,
         token: str | None = None,
         verify: bool | ssl.SSLContext = True,
+        request_event: RequestEvent | None = None,
     ) -> None:
-        super().__init__(base_url, timeout=timeout, backoff=backoff, token=token)
+        super().__init__(
+            base_url, timeout=timeout, backoff=backoff, token=token, request_event=request_event
+        )
         self.verify = verify
         self.http = make_http(self.base_url, timeout, verify)
         self._senders: list[H1Connection] = []  # idle, kept alive
@@ -62,7 +66,7 @@ class HttpClient(Client):
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._require_token()}"}
 
-    def login(self, user: str) -> str:
+    def _login(self, user: str) -> str:
         body = protocol.encode(LoginRequest(user))
         try:
             # Connection: close: a login is once per client; a kept-alive socket would sit idle
@@ -73,19 +77,12 @@ class HttpClient(Client):
                 headers={"content-type": "application/json", "connection": "close"},
             )
         except httpx.HTTPError as exc:
-            raise ClientError(f"login failed: {exc}") from exc
+            raise ConnectError(f"login failed: {exc}") from exc
         if response.status_code != 200:
             raise refused_from_body(response.content, response.status_code)
-        self.token = protocol.decode_token(response.content)
-        self.user = user
-        return self.token
+        return protocol.decode_token(response.content)
 
-    def send(
-        self, room: str, text: str, *, client_msg_id: str | None = None, sent_at: int | None = None
-    ) -> int:
-        message = SendMessage(
-            room=None, text=text, client_msg_id=client_msg_id or self.message_id(), sent_at=sent_at
-        )
+    def _send(self, room: str, message: SendMessage) -> int:
         body = protocol.encode(message).encode()
         headers = [
             (b"authorization", f"Bearer {self._require_token()}".encode()),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.base import Subscription
-from clients.poll import PollClient
+from wirewise.clients.base import Subscription
+from wirewise.clients.poll import PollClient
 
 DEFAULT_WAIT = 25.0
 """Seconds the server may hold a poll: under common proxies' 30 s idle timeouts."""

@@ -2,7 +2,7 @@
 
 A message waits on average ``interval / 2`` before a poll picks it up, and every poll costs a
 request whether or not anything happened: the two numbers the benchmark shows for polling.
-Polls go through :class:`~clients.h1.H1Connection` (one keep-alive connection per
+Polls go through :class:`wirewise.clients.h1.H1Connection` (one keep-alive connection per
 subscription): through httpx a poll cost the load generator several times more CPU.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from clients.base import Subscription, refused_from_body
-from clients.h1 import H1Connection
-from clients.http import HttpClient
 from wirewise import protocol
+from wirewise.clients.base import Subscription, refused_from_body
+from wirewise.clients.h1 import H1Connection
+from wirewise.clients.http import HttpClient
 
 DEFAULT_INTERVAL = 1.0
 

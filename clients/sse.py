@@ -1,10 +1,10 @@
 """SSE client: one ``text/event-stream`` per subscription, sends by POST.
 
 Resume is the protocol's own: a reconnect sends ``Last-Event-ID`` with the last id seen.
-The stream is read by :class:`~clients.h1.H1Connection` (h11 for the head, the chunked body
-decoded as it arrives) into :class:`~clients.eventstream.SseParser`, which splits a chunk
+The stream is read by :class:`wirewise.clients.h1.H1Connection` (h11 for the head, the chunked body
+decoded as it arrives) into :class:`wirewise.clients.eventstream.SseParser`, which splits a chunk
 (the server writes a burst of events as one) in one call. httpx and httpx-sse spent ~40 % of
-this client's CPU per delivery in their layers; see :mod:`clients.h1`. Events with empty
+this client's CPU per delivery in their layers; see :mod:`wirewise.clients.h1`. Events with empty
 data (keep-alives) are dropped, as they had to be with httpx-sse's replays of the last id.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clients.base import ClientError, SessionEnded, Subscription, refused_from_body
-from clients.eventstream import SseParser
-from clients.h1 import H1Connection
-from clients.http import HttpClient
 from wirewise import protocol
+from wirewise.clients.base import ClientError, SessionEnded, Subscription, refused_from_body
+from wirewise.clients.eventstream import SseParser
+from wirewise.clients.h1 import H1Connection
+from wirewise.clients.http import HttpClient
 
 HEARTBEAT_GRACE = 3
 """The stream is dead after this many missed 15 s heartbeats."""

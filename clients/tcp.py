@@ -1,7 +1,7 @@
 """Raw-TCP floor client: newline-delimited JSON over a plain socket (calibration only).
 
 The first line of a connection is ``hello`` (token, room, cursor) or ``login``; see
-:mod:`servers.tcp`. Then the same messages as a WebSocket, one per line.
+:mod:`wirewise.servers.tcp`. Then the same messages as a WebSocket, one per line.
 """
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
-from clients import reading
-from clients.base import ClientError, SessionEnded, connect, refused_from_body
-from clients.duplex import DuplexClient
 from wirewise import protocol
+from wirewise.clients import reading
+from wirewise.clients.base import (
+    ClientError,
+    ConnectError,
+    SessionEnded,
+    connect,
+    refused_from_body,
+)
+from wirewise.clients.duplex import DuplexClient
 from wirewise.protocol import Hello, LoginRequest
 
 MAX_LINE = 1 << 20
@@ -75,22 +81,20 @@ class TcpClient(DuplexClient):
         sock.settimeout(None)
         return sock
 
-    def login(self, user: str) -> str:
+    def _login(self, user: str) -> str:
         link = _TcpLink(self._connect())
         link.sock.settimeout(self.timeout)
         try:
             link.send_text(protocol.encode(LoginRequest(user)))
             answer = link.recv_text()
         except SessionEnded as exc:
-            raise ClientError(f"login failed: {exc}") from exc
+            raise ConnectError(f"login failed: {exc}") from exc
         finally:
             link.close()
         try:
-            self.token = protocol.decode_token(answer)
+            return protocol.decode_token(answer)
         except protocol.ProtocolError:
             raise refused_from_body(answer, None) from None
-        self.user = user
-        return self.token
 
     def open_link(self, room: str, after: int | None) -> _TcpLink:
         link = _TcpLink(self._connect())

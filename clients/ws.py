@@ -2,12 +2,12 @@
 
 The token goes in the upgrade request's ``Authorization`` header: the handshake is plain
 HTTP, so HTTP authentication carries over. A refused upgrade (401, 403, 400) is a
-:class:`~clients.base.Refused` with the status and the code of the ``error`` body; a close
+:class:`wirewise.clients.base.Refused` with the status and the code of the ``error`` body; a close
 with 1008 and a protocol error code as its reason (``slow_consumer``) reaches the
 subscription as an ``error`` message once, then the session ends and resumes.
 
 Why not ``websockets.sync``: it reads each socket in a thread of its own and hands messages
-over through an assembler queue, and our :class:`~clients.duplex.DuplexClient` reads them in
+over through an assembler queue, and our :class:`wirewise.clients.duplex.DuplexClient` reads them in
 another thread; under Locust every message cost two greenlet switches and a handful of locks
 before it was recorded. Here the subscription's one reader thread reads the socket and feeds
 ``ClientProtocol`` itself; sends write through the same protocol object under a lock. What
@@ -18,7 +18,7 @@ before it was recorded. Here the subscription's one reader thread reads the sock
 - keepalive: after :data:`KEEPALIVE` seconds without a byte from the server we ping, and after
   as long again the session ends (close 1011). ``websockets.sync`` pinged every 20 s whatever
   the traffic; a busy link proves itself alive, so we ping only an idle one. The silence is
-  timed by :mod:`clients.idle`, not by a socket timeout (a timer per read costs CPU);
+  timed by :mod:`wirewise.clients.idle`, not by a socket timeout (a timer per read costs CPU);
 - closing sends a close frame (1000) and waits up to ``timeout`` for the server to answer and
   end the TCP connection, as ``close_timeout`` did; a server that does not is cut off;
 - proxies from the environment are not used (like the HTTP clients' ``trust_env=False``).
@@ -43,17 +43,18 @@ from websockets.http11 import USER_AGENT
 from websockets.protocol import CLOSED, OPEN
 from websockets.uri import parse_uri
 
-from clients import idle, reading
-from clients.base import (
+from wirewise import protocol
+from wirewise.clients import idle, reading
+from wirewise.clients.base import (
     ClientError,
+    ConnectError,
     SessionEnded,
     connect,
     refused_from_body,
     shared_ssl_context,
 )
-from clients.duplex import DuplexClient
-from clients.http import make_http
-from wirewise import protocol
+from wirewise.clients.duplex import DuplexClient
+from wirewise.clients.http import make_http
 from wirewise.protocol import ERROR_CODES
 
 MAX_FRAME = 1 << 20
@@ -260,19 +261,16 @@ class WsClient(DuplexClient):
         )
         self.http_base = "http" + self.ws_base.removeprefix("ws")
 
-    def login(self, user: str) -> str:
+    def _login(self, user: str) -> str:
         """``GET /login?user=``: the bare websockets server reads only GET requests."""
-        protocol.LoginRequest(user)  # validates the name before it goes on the wire
         try:
             with make_http(self.http_base, self.timeout, self.verify) as http:
                 response = http.get("/login", params={"user": user})
         except httpx.HTTPError as exc:
-            raise ClientError(f"login failed: {exc}") from exc
+            raise ConnectError(f"login failed: {exc}") from exc
         if response.status_code != 200:
             raise refused_from_body(response.content, response.status_code)
-        self.token = protocol.decode_token(response.content)
-        self.user = user
-        return self.token
+        return protocol.decode_token(response.content)
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self.verify is True:
@@ -319,10 +317,10 @@ class WsClient(DuplexClient):
                 if events:  # the response first, then any frames sent right after it
                     return events[1:]  # type: ignore[return-value]
         except TimeoutError:
-            raise ClientError(f"no upgrade answer within {self.timeout:g} s") from None
+            raise ConnectError(f"no upgrade answer within {self.timeout:g} s") from None
         except OSError as exc:
-            raise ClientError(f"cannot connect: {exc}") from exc
+            raise ConnectError(f"cannot connect: {exc}") from exc
         exc = ws.handshake_exc
         if isinstance(exc, InvalidStatus):
             raise refused_from_body(exc.response.body or b"", exc.response.status_code) from exc
-        raise ClientError(f"cannot connect: {exc}") from exc
+        raise ConnectError(f"cannot connect: {exc}") from exc

@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.sync.server import ServerConnection, serve
 
-from clients.base import ClientError, Refused, SessionEnded
-from clients.eventstream import SseEvent, SseParser
-from clients.h1 import H1Connection
-from clients.tcp import TcpClient
-from clients.ws import WsClient
+from wirewise.clients.base import ClientError, Refused, SessionEnded
+from wirewise.clients.eventstream import SseEvent, SseParser
+from wirewise.clients.h1 import H1Connection
+from wirewise.clients.tcp import TcpClient
+from wirewise.clients.ws import WsClient
 from wirewise.protocol import Error, NewMessage, ServerMessage
 
 WAIT = 5.0
@@ -336,9 +336,9 @@ def test_a_silent_link_is_pinged_then_dropped(monkeypatch: pytest.MonkeyPatch) -
     """A peer that sends nothing gets a ping after KEEPALIVE; silent still, it is dropped."""
     from websockets.utils import accept_key
 
-    import clients.ws
+    import wirewise.clients.ws
 
-    monkeypatch.setattr(clients.ws, "KEEPALIVE", 0.5)
+    monkeypatch.setattr(wirewise.clients.ws, "KEEPALIVE", 0.5)
     received: list[bytes] = []
 
     def mute_server(listener: socket.socket) -> None:

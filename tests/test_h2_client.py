@@ -18,10 +18,10 @@ from collections.abc import Callable, Collection
 import psutil
 import pytest
 
-from clients.base import Backoff, ClientError, Refused, Subscription, SubscriptionFailed
-from clients.h2 import H2Client, SseEvent, SseParser
 from tests.conftest import TEST_SETTINGS
 from tests.servers import ROOT, ServerProcess
+from wirewise.clients.base import Backoff, ClientError, Refused, Subscription, SubscriptionFailed
+from wirewise.clients.h2 import H2Client, SseEvent, SseParser
 from wirewise.protocol import NewMessage, ServerMessage, UserJoined
 
 WAIT = 5.0
@@ -342,7 +342,7 @@ import gevent
 
 assert monkey.is_module_patched("threading") and monkey.is_module_patched("socket")
 
-from clients.h2 import H2Client
+from wirewise.clients.h2 import H2Client
 from wirewise.protocol import NewMessage
 
 with H2Client(sys.argv[1]) as client:
@@ -381,3 +381,32 @@ def test_works_under_gevent(server_factory: Callable[..., ServerProcess]) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_an_oversized_post_is_refused_on_its_stream_and_the_connection_lives_on(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """A 10 MiB POST gets its 413 on its own stream; the SSE stream beside it on the same
+    connection goes on (hypercorn used to drop the whole connection: servers/patches.py)."""
+    server = server_factory("h2", *TEST_SETTINGS)
+    client = H2Client(server.url)
+    sender = H2Client(server.url)
+    try:
+        token = client.login("big")
+        sender.login("other")
+        sub = client.subscribe("room")
+        assert sub.wait_connected(10)
+        status, body = client._post("/rooms/room/messages", "x" * (10 * 2**20), token)
+        assert status == 413 and b"message_too_large" in body
+        sender.send("room", "still here")
+        texts = []
+        while "still here" not in texts:
+            message = sub.get(10)
+            assert message is not None, "the stream beside the oversized POST went quiet"
+            if isinstance(message, NewMessage):
+                texts.append(message.text)
+        assert client.send("room", "and my own sends too") > 0
+        assert client.connections_opened == 1, "one connection throughout"
+    finally:
+        client.close()
+        sender.close()

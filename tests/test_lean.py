@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from clients import client_for
-from clients.lean import Hub, lean_client_for
-from clients.lean.base import CHECK_EVERY
 from tests.conftest import TEST_SETTINGS
 from tests.servers import BACKENDS, ServerProcess
+from wirewise.clients import client_for
+from wirewise.clients.lean import Hub, lean_client_for
+from wirewise.clients.lean.base import CHECK_EVERY
 from wirewise.protocol import NewMessage
 
 pytestmark = pytest.mark.timeout(60)

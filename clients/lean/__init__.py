@@ -2,9 +2,9 @@
 
 The clients in :mod:`clients` are the reference (validated, a reader thread per subscription,
 usable from anything); these trade that for a load generator's needs: every connection of a
-process is read by one :class:`~clients.lean.hub.Hub`, only the fields the measurement needs
+process is read by one :class:`wirewise.clients.lean.hub.Hub`, only the fields the measurement needs
 are parsed on the hot path (a sampled share is validated in full), and sends never wait for
-their answers. See :mod:`clients.lean.hub` and :mod:`clients.lean.base`.
+their answers. See :mod:`wirewise.clients.lean.hub` and :mod:`wirewise.clients.lean.base`.
 
     hub = Hub()
     client = lean_client_for("ws", "http://127.0.0.1:8000", hub, answered=on_answer)
@@ -19,18 +19,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from clients.lean.base import LeanClient, LeanSubscription
-from clients.lean.hub import Hub
+from wirewise.clients.lean.base import LeanClient, LeanSubscription
+from wirewise.clients.lean.hub import Hub
 
 __all__ = ["CLASSES", "Hub", "LeanClient", "LeanSubscription", "lean_client_for"]
 
 CLASSES = {
-    "poll": "clients.lean.poll:PollLeanClient",
-    "longpoll": "clients.lean.longpoll:LongPollLeanClient",
-    "sse": "clients.lean.sse:SseLeanClient",
-    "h2": "clients.lean.h2:H2LeanClient",
-    "ws": "clients.lean.ws:WsLeanClient",
-    "tcp": "clients.lean.tcp:TcpLeanClient",
+    "poll": "wirewise.clients.lean.poll:PollLeanClient",
+    "longpoll": "wirewise.clients.lean.longpoll:LongPollLeanClient",
+    "sse": "wirewise.clients.lean.sse:SseLeanClient",
+    "h2": "wirewise.clients.lean.h2:H2LeanClient",
+    "ws": "wirewise.clients.lean.ws:WsLeanClient",
+    "tcp": "wirewise.clients.lean.tcp:TcpLeanClient",
 }
 
 

@@ -1,10 +1,10 @@
 """The shape every lean client shares, and what their connections have in common.
 
-A lean client has the shape of :class:`clients.base.Client` where a load generator needs it,
+A lean client has the shape of :class:`wirewise.clients.base.Client` where a load generator needs it,
 and differs where measuring needs it to:
 
 - :meth:`LeanClient.subscribe` connects (blocking: it is the ramp, not the measurement) and
-  hands the socket to the process's :class:`~clients.lean.hub.Hub`; deliveries go straight into
+  hands the socket to the process's :class:`wirewise.clients.lean.hub.Hub`; deliveries go straight into
   the hub's flat array, not through a callback per message;
 - :meth:`LeanClient.send` never waits (open loop): it writes the request or frame and returns;
   the answer (``ack``, ``201``, an error) comes back through :attr:`LeanClient.answered` when
@@ -16,7 +16,7 @@ and differs where measuring needs it to:
   :mod:`wirewise.protocol` and compared (:attr:`Hub.mismatched`), and every other event
   (``user_joined``, ``gap``, ``error``, ``ack``) goes through the validating decoder;
 - a dropped connection reconnects with ``after=`` the last id seen, with the full clients'
-  jittered backoff (:class:`clients.base.Backoff`), from a thread of its own.
+  jittered backoff (:class:`wirewise.clients.base.Backoff`), from a thread of its own.
 
 The full clients in :mod:`clients` stay the reference: the conformance suite, tests and scripts
 use them; ``tests/test_lean.py`` checks that both read the same events from real servers.
@@ -35,17 +35,19 @@ from urllib.parse import urlencode, urlsplit
 
 import h11
 
-from clients.base import (
+from wirewise import protocol
+from wirewise.clients.base import (
     DEFAULT_TIMEOUT,
     FATAL_CODES,
     Backoff,
     ClientError,
     Refused,
+    RequestEvent,
     connect,
+    map_errors,
     refused_from_body,
 )
-from clients.lean.hub import Conn, Hub
-from wirewise import protocol
+from wirewise.clients.lean.hub import Conn, Hub
 from wirewise.protocol import Ack, Error, Gap, NewMessage, UserJoined, UserLeft
 
 __all__ = [
@@ -227,6 +229,7 @@ class LeanClient(ABC):
         timeout: float = DEFAULT_TIMEOUT,
         backoff: Backoff | None = None,
         answered: Answered | None = None,
+        request_event: RequestEvent | None = None,
     ) -> None:
         url = urlsplit(base_url if "://" in base_url else f"tcp://{base_url}")
         if url.scheme not in ("http", "tcp", "ws") or not url.hostname or not url.port:
@@ -240,22 +243,29 @@ class LeanClient(ABC):
         self.timeout = timeout
         self.backoff = backoff or Backoff()
         self.answered = answered
+        self.request_event = request_event
+        self._scheduled: dict[str, int] = {}  # client_msg_id -> sent_at, until its answer
         self.token: str | None = None
         self.user: str | None = None
         self.closed = False
         self.subscriptions: list[LeanSubscription] = []
 
     def login(self, user: str) -> str:
+        """Get a token for ``user``; errors are mapped as the reference clients map them."""
+        protocol.LoginRequest(user)  # a bad name is the caller's mistake: raised before the wire
+        with map_errors("login"):
+            token = self._login(user)
+        self.token, self.user = token, user
+        return token
+
+    def _login(self, user: str) -> str:
         """``GET /login?user=`` (every HTTP server here answers it; the floor overrides)."""
-        protocol.LoginRequest(user)  # validates the name before it goes on the wire
         status, _, body = http_request(
             self.host, self.port, "GET", f"/login?{urlencode({'user': user})}", [], self.timeout
         )
         if status != 200:
             raise refused_from_body(body, status)
-        self.token = protocol.decode_token(body)
-        self.user = user
-        return self.token
+        return protocol.decode_token(body)
 
     def subscribe(self, room: str, index: int, after: int | None = None) -> LeanSubscription:
         """Follow ``room`` (deliveries land in the hub tagged ``index``); blocks until connected."""
@@ -270,9 +280,20 @@ class LeanClient(ABC):
     def open(self, sub: LeanSubscription) -> None:
         """Connect ``sub`` from its cursor and hand the connection to the hub (blocking)."""
 
-    @abstractmethod
     def send(self, room: str, text: str, *, sent_at: int, client_msg_id: str) -> None:
-        """Write one ``send_message`` and return; the answer arrives through ``answered``."""
+        """Write one ``send_message`` and return; the answer arrives through ``answered`` (and
+        Locust's request event, timed from ``sent_at``: the schedule)."""
+        self._scheduled[client_msg_id] = sent_at
+        try:
+            with map_errors("send"):
+                self._send(room, text, sent_at, client_msg_id)
+        except ClientError as exc:
+            self.hub.events[f"send_failed:{type(exc).__name__}"] += 1
+            self.answer(client_msg_id, None, "connection_lost", time.time_ns() // 1000)
+
+    @abstractmethod
+    def _send(self, room: str, text: str, sent_at: int, client_msg_id: str) -> None:
+        """Write the send on this transport's connection (raise when it cannot be written)."""
 
     def close_subscription(self, sub: LeanSubscription) -> None:
         """End ``sub``'s connection (transports that share one override this)."""
@@ -282,8 +303,19 @@ class LeanClient(ABC):
     def answer(
         self, client_msg_id: str, msg_id: int | None, code: str | None, received: int
     ) -> None:
+        """A send's answer (from the hub): to ``answered``, and to Locust."""
         if self.answered is not None:
             self.answered(client_msg_id, msg_id, code, received)
+        sent_at = self._scheduled.pop(client_msg_id, None)
+        if self.request_event is not None and sent_at is not None:
+            self.request_event.fire(
+                request_type=self.transport,
+                name="send",
+                response_time=max(received - sent_at, 0) / 1000,
+                response_length=0,
+                exception=None if code is None else Refused(code, "the send was not stored"),
+                context={},
+            )
 
     def close(self) -> None:
         self.closed = True
@@ -474,7 +506,7 @@ class HttpLeanClient(LeanClient):
         self._sender: PostConn | None = None
         self._sender_lock = threading.Lock()
 
-    def send(self, room: str, text: str, *, sent_at: int, client_msg_id: str) -> None:
+    def _send(self, room: str, text: str, sent_at: int, client_msg_id: str) -> None:
         body = protocol.encode(
             protocol.SendMessage(room=None, text=text, client_msg_id=client_msg_id, sent_at=sent_at)
         ).encode()
@@ -485,11 +517,7 @@ class HttpLeanClient(LeanClient):
             [("authorization", b"Bearer " + self.bearer()), ("content-type", "application/json")],
             body,
         )
-        try:
-            self._post_conn().post(request, client_msg_id)
-        except (ConnectionError, ClientError, OSError) as exc:
-            self.answer(client_msg_id, None, "connection_lost", time.time_ns() // 1000)
-            self.hub.events[f"send_failed:{type(exc).__name__}"] += 1
+        self._post_conn().post(request, client_msg_id)
 
     def _post_conn(self) -> PostConn:
         with self._sender_lock:
@@ -523,7 +551,7 @@ class DuplexConn(Conn):
 
     The server answers each message in turn on the same link, so the oldest waiting send owns
     each ``ack`` (or ``error`` other than ``slow_consumer``), as in
-    :class:`clients.duplex.DuplexClient`. Subclasses split the byte stream into messages.
+    :class:`wirewise.clients.duplex.DuplexClient`. Subclasses split the byte stream into messages.
     """
 
     __slots__ = ("_buffer", "client", "pending", "sub")
@@ -612,15 +640,11 @@ class DuplexLeanClient(LeanClient):
     def open(self, sub: LeanSubscription) -> None:
         sub.opened(self.connect_room(sub.room, sub.after, sub))
 
-    def send(self, room: str, text: str, *, sent_at: int, client_msg_id: str) -> None:
+    def _send(self, room: str, text: str, sent_at: int, client_msg_id: str) -> None:
         message = protocol.SendMessage(
             room=room, text=text, client_msg_id=client_msg_id, sent_at=sent_at
         )
-        try:
-            self._link(room).send_text(protocol.encode(message), client_msg_id)
-        except (ConnectionError, ClientError, OSError) as exc:
-            self.answer(client_msg_id, None, "connection_lost", time.time_ns() // 1000)
-            self.hub.events[f"send_failed:{type(exc).__name__}"] += 1
+        self._link(room).send_text(protocol.encode(message), client_msg_id)
 
     def _link(self, room: str) -> DuplexConn:
         for sub in self.subscriptions:

@@ -1,6 +1,6 @@
 """Lean HTTP/2 client: one connection per client, its SSE streams read by hand, the rest by h2.
 
-As with :class:`clients.h2.H2Client`, a client opens exactly one HTTP/2 connection (cleartext,
+As with :class:`wirewise.clients.h2.H2Client`, a client opens exactly one HTTP/2 connection (cleartext,
 prior knowledge) and every subscription stream and every POST is a stream on it. The ``h2``
 library does everything except the hot path: the DATA frames of the event streams. Those are
 split off by their 9-byte frame header and parsed like an SSE body (:class:`H2Conn` keeps a
@@ -27,10 +27,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from clients.base import ClientError, connect, refused_from_body
-from clients.lean.base import LeanClient, LeanSubscription
-from clients.lean.hub import Conn, Hub
 from wirewise import protocol
+from wirewise.clients.base import ClientError, connect, refused_from_body
+from wirewise.clients.lean.base import LeanClient, LeanSubscription
+from wirewise.clients.lean.hub import Conn, Hub
 
 __all__ = ["H2Conn", "H2LeanClient"]
 
@@ -361,15 +361,14 @@ class H2LeanClient(LeanClient):
             raise refused_from_body(opening.body, opening.status)
         sub.opened(conn)
 
-    def send(self, room: str, text: str, *, sent_at: int, client_msg_id: str) -> None:
+    def _send(self, room: str, text: str, sent_at: int, client_msg_id: str) -> None:
         body = protocol.encode(
             protocol.SendMessage(room=None, text=text, client_msg_id=client_msg_id, sent_at=sent_at)
         ).encode()
         try:
             self.connection().post(f"/rooms/{room}/messages".encode(), body, client_msg_id)
-        except (ConnectionError, ClientError, OSError, h2.exceptions.H2Error) as exc:
-            self.answer(client_msg_id, None, "connection_lost", time.time_ns() // 1000)
-            self.hub.events[f"send_failed:{type(exc).__name__}"] += 1
+        except h2.exceptions.H2Error as exc:
+            raise ConnectionError(f"HTTP/2: {exc!r}") from exc
 
     def close_subscription(self, sub: LeanSubscription) -> None:
         """Reset its stream; the connection carries the others and the sends."""

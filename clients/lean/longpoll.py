@@ -3,9 +3,9 @@ each answer is read (by the hub, on one keep-alive connection per subscription).
 
 from __future__ import annotations
 
-from clients.lean.base import LeanSubscription
-from clients.lean.hub import Hub
-from clients.lean.poll import PollConn, PollLeanClient
+from wirewise.clients.lean.base import LeanSubscription
+from wirewise.clients.lean.hub import Hub
+from wirewise.clients.lean.poll import PollConn, PollLeanClient
 
 __all__ = ["LongPollLeanClient"]
 

@@ -1,10 +1,10 @@
 """Lean short-polling client: ``GET /rooms/{room}/events?after=N`` every ``interval`` seconds,
 issued and read by the hub on one keep-alive connection per subscription.
 
-Like :class:`clients.poll.PollClient`, the next poll starts ``interval`` seconds after an
+Like :class:`wirewise.clients.poll.PollClient`, the next poll starts ``interval`` seconds after an
 answer has been read, and the first poll (without ``after``) only learns the room's last id.
 The answer is parsed with orjson (the events' id and ``sent_at``); one answer in
-:data:`~clients.lean.base.CHECK_EVERY` also goes through the validating ``decode_poll``.
+:data:`wirewise.clients.lean.base.CHECK_EVERY` also goes through the validating ``decode_poll``.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from urllib.parse import urlencode
 
 import orjson
 
-from clients.base import ClientError, connect, refused_from_body
-from clients.lean.base import (
+from wirewise import protocol
+from wirewise.clients.base import ClientError, connect, refused_from_body
+from wirewise.clients.lean.base import (
     CHECK_EVERY,
     HttpLeanClient,
     LeanSubscription,
     parse_response,
     request_bytes,
 )
-from clients.lean.hub import Conn
-from wirewise import protocol
+from wirewise.clients.lean.hub import Conn
 
 __all__ = ["PollConn", "PollLeanClient"]
 

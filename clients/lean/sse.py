@@ -1,19 +1,19 @@
 """Lean SSE client: the event stream read by the hub, sends by pipelined POST.
 
-The stream's head is read once with h11 (:func:`clients.lean.base.read_head`); after it the
+The stream's head is read once with h11 (:func:`wirewise.clients.lean.base.read_head`); after it the
 hub feeds the body to :class:`SseConn`, which undoes the chunked framing and splits events at
 the blank line. A wirewise server writes ``id:``, ``event:`` and one ``data:`` line per event,
 ending lines with LF (``servers/sse.py``), and that is all this parser knows; the general
-WHATWG parser is :class:`clients.eventstream.SseParser`, used by the full client.
+WHATWG parser is :class:`wirewise.clients.eventstream.SseParser`, used by the full client.
 """
 
 from __future__ import annotations
 
 import time
 
-from clients.base import ClientError, connect, refused_from_body
-from clients.lean.base import HttpLeanClient, LeanSubscription, read_head, request_bytes
-from clients.lean.hub import Conn
+from wirewise.clients.base import ClientError, connect, refused_from_body
+from wirewise.clients.lean.base import HttpLeanClient, LeanSubscription, read_head, request_bytes
+from wirewise.clients.lean.hub import Conn
 
 __all__ = ["SseConn", "SseLeanClient"]
 

@@ -1,7 +1,7 @@
 """Lean raw-TCP floor client: newline-delimited JSON read by the hub (calibration only).
 
 The first line of a connection is ``hello`` (token, room, cursor), or ``login`` on a
-connection of its own; see :mod:`servers.tcp`. Then the same messages as a WebSocket, one
+connection of its own; see :mod:`wirewise.servers.tcp`. Then the same messages as a WebSocket, one
 per line, sends answered in order.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from clients.base import ClientError, connect, refused_from_body
-from clients.lean.base import DuplexConn, DuplexLeanClient, LeanSubscription
 from wirewise import protocol
+from wirewise.clients.base import ClientError, ConnectError, connect, refused_from_body
+from wirewise.clients.lean.base import DuplexConn, DuplexLeanClient, LeanSubscription
 from wirewise.protocol import Hello, LoginRequest
 
 __all__ = ["TcpConn", "TcpLeanClient"]
@@ -40,7 +40,7 @@ class TcpConn(DuplexConn):
 class TcpLeanClient(DuplexLeanClient):
     transport = "tcp"
 
-    def login(self, user: str) -> str:
+    def _login(self, user: str) -> str:
         sock = connect(self.host, self.port, self.timeout)
         try:
             sock.sendall(protocol.encode(LoginRequest(user)).encode() + b"\n")
@@ -53,15 +53,13 @@ class TcpLeanClient(DuplexLeanClient):
                     break
                 answer += chunk
         except OSError as exc:
-            raise ClientError(f"login failed: {exc}") from exc
+            raise ConnectError(f"login failed: {exc}") from exc
         finally:
             sock.close()
         try:
-            self.token = protocol.decode_token(answer.strip())
+            return protocol.decode_token(answer.strip())
         except protocol.ProtocolError:
             raise refused_from_body(answer.strip(), None) from None
-        self.user = user
-        return self.token
 
     def connect_room(self, room: str, after: int | None, sub: LeanSubscription | None) -> TcpConn:
         sock = connect(self.host, self.port, self.timeout)

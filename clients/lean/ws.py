@@ -18,9 +18,9 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import USER_AGENT
 from websockets.uri import parse_uri
 
-from clients.base import ClientError, connect, refused_from_body
-from clients.lean.base import DuplexConn, DuplexLeanClient, LeanSubscription, read_head
 from wirewise import protocol
+from wirewise.clients.base import ClientError, connect, refused_from_body
+from wirewise.clients.lean.base import DuplexConn, DuplexLeanClient, LeanSubscription, read_head
 
 __all__ = ["WsConn", "WsLeanClient"]
 
