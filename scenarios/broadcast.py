@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 
-from scenarios._common import RECORDER, ChatUser, options, plain_scenario
+from wirewise.scenarios._phases import plain_scenario
+from wirewise.scenarios._record import RECORDER, options
+from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "broadcast"
 

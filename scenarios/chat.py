@@ -6,7 +6,8 @@ second (default 1) and everyone receives every message of their room, their own 
 
 from __future__ import annotations
 
-from scenarios._common import ChatUser, plain_scenario
+from wirewise.scenarios._phases import plain_scenario
+from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "chat"
 

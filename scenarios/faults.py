@@ -42,19 +42,13 @@ import gevent
 from gevent.event import Event
 from locust import events
 
-from clients import Client, ClientError, client_for
-from scenarios._common import (
-    CONTROLLER,
-    ENV,
-    RECORDER,
-    ChatUser,
-    expected_receivers,
-    is_worker,
-    options,
-)
+from wirewise.clients import Client, ClientError, client_for
 from wirewise.ledger import RawMessages
 from wirewise.metrics import Histogram
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage
+from wirewise.scenarios._phases import CONTROLLER, expected_receivers
+from wirewise.scenarios._record import ENV, RECORDER, is_worker, options
+from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "faults"
 SLOW_ROOM = f"{SCENARIO}-slow"
@@ -136,7 +130,7 @@ class FaultUser(ChatUser):
 
     def make_client(self) -> Client:  # type: ignore[override]
         opts = options(self.environment)
-        kwargs: dict[str, Any] = {"timeout": 10.0}
+        kwargs: dict[str, Any] = {"timeout": 10.0, "request_event": self.environment.events.request}
         if opts.transport == "poll":
             kwargs["interval"] = opts.poll_interval
         elif opts.transport == "longpoll":
@@ -183,29 +177,16 @@ class FaultUser(ChatUser):
     def send_one(self, scheduled: float) -> None:
         """ChatUser's send, with a key in the text and the acknowledged id kept."""
         scheduled_us = int(scheduled * 1_000_000)
-        began = time.time()
         self.sequence += 1
         key = f"{self.name}:{self.sequence}"
         text = f"{key}:{self.text}"[: max(len(self.text), len(key) + 1)]
         try:
-            msg_id = self.client.send(self.room, text, sent_at=scheduled_us)  # type: ignore[call-arg]
-        except ClientError as exc:
-            LEDGER.send_failed += 1
-            self.fire(time.time() - began, exc)
+            msg_id = self.client.send(self.room, text, sent_at=scheduled_us)
+        except ClientError:
+            LEDGER.send_failed += 1  # the client told Locust already
             return
-        took = time.time() - began
         counted = self.in_window(scheduled_us) or self.room == SLOW_ROOM
         LEDGER.ack(self.room, key, msg_id, counted)
-        self.fire(took, None)
-
-    def fire(self, seconds: float, exc: Exception | None) -> None:
-        self.environment.events.request.fire(
-            request_type=options(self.environment).transport,
-            name="send",
-            response_time=seconds * 1000,
-            response_length=0,
-            exception=exc,
-        )
 
 
 class Member(FaultUser):

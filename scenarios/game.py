@@ -7,7 +7,8 @@ high-frequency traffic both ways, a multiplayer game's state updates.
 
 from __future__ import annotations
 
-from scenarios._common import ChatUser, plain_scenario
+from wirewise.scenarios._phases import plain_scenario
+from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "game"
 

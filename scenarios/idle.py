@@ -20,16 +20,9 @@ from typing import Any
 import gevent
 from locust import events
 
-from scenarios._common import (
-    CONTROLLER,
-    ENV,
-    RECORDER,
-    ChatUser,
-    broadcast_control,
-    is_worker,
-    on_control,
-    options,
-)
+from wirewise.scenarios._phases import CONTROLLER, broadcast_control, on_control
+from wirewise.scenarios._record import ENV, RECORDER, is_worker, options
+from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "idle"
 ROOM_SIZE = 100
@@ -54,7 +47,7 @@ class Idler(ChatUser):
         return f"{SCENARIO}-{self.number % room_count()}"
 
 
-class Ticker(ChatUser):
+class Announcer(ChatUser):
     """Sends one message to every room when told (the plateau's "after one message")."""
 
     scenario = SCENARIO
@@ -72,8 +65,8 @@ class Ticker(ChatUser):
     def act(self) -> None:
         self.sequence = 0
         while True:
-            if Ticker.pending:
-                at = Ticker.pending.pop(0)
+            if Announcer.pending:
+                at = Announcer.pending.pop(0)
                 for _ in range(room_count()):
                     self.send_at(at)
             gevent.sleep(0.05)
@@ -81,7 +74,7 @@ class Ticker(ChatUser):
 
 @on_control("tick")
 def _tick(data: dict[str, Any]) -> None:
-    Ticker.pending.append(data["at"])
+    Announcer.pending.append(data["at"])
 
 
 def control_loop() -> None:

@@ -19,17 +19,11 @@ from typing import Any
 import gevent
 from locust import events
 
-from scenarios._common import (
-    CONTROLLER,
-    ENV,
-    RECORDER,
-    ChatUser,
-    expected_receivers,
-    is_worker,
-    options,
-)
 from wirewise.metrics import Histogram
 from wirewise.sampler import cpu_seconds
+from wirewise.scenarios._phases import CONTROLLER, expected_receivers
+from wirewise.scenarios._record import ENV, RECORDER, is_worker, options
+from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "saturate"
 EVALUATE_AFTER = 0.5

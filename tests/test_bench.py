@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scenarios._options import ScenarioOptions
 from wirewise.bench import Headroom
 from wirewise.cli import main
 from wirewise.ledger import OK, RawMessages
@@ -30,6 +29,7 @@ from wirewise.results import (
     validate,
 )
 from wirewise.sampler import Sample
+from wirewise.scenarios._options import ScenarioOptions
 from wirewise.summarize import (
     GENERATOR_SATURATED,
     fit_memory,

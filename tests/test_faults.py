@@ -8,7 +8,7 @@ history in the process, so a restarted server has none of it: the clients must g
 must arrive exactly once. Tokens survive the restart because every server here shares one
 ``--secret``.
 
-Slow consumers only exist where the server pushes into a live queue (sse, h2, ws, ws-lean):
+Slow consumers only exist where the server pushes into a live queue (sse, h2, ws, ws@websockets):
 a poll asks for what it wants, and a held long poll is answered whole.
 """
 
@@ -29,8 +29,8 @@ import h2.connection
 import psutil
 import pytest
 
-from clients import Client, Subscription, client_for
 from tests.servers import BACKENDS, ServerProcess
+from wirewise.clients import Client, Subscription, client_for
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage
 
 SECRET = "faults-secret"
@@ -46,7 +46,7 @@ SETTINGS = (
     "--set",
     "max_connections_per_user=5000",
 )
-PUSH = ("sse", "h2", "ws", "ws-lean")
+PUSH = ("sse", "h2", "ws", "ws@websockets")
 POLLING = ("poll", "longpoll")
 TRANSPORTS = POLLING + PUSH
 WAIT = 10.0
@@ -216,11 +216,10 @@ def test_kill9_then_restart_signals_the_lost_history_with_a_gap(
         assert not silently_lost, f"lost without a gap: {silently_lost}"
 
 
-STALLABLE = ("sse", "ws", "ws-lean")
-"""h2 is tested apart (below): the HTTP/2 client acknowledges DATA as it arrives and queues it
-per stream, so a consumer that stops reading stalls only its own queue (in the client's
-memory) and the server never sees back-pressure; a stalled stream needs a reader that
-withholds WINDOW_UPDATE."""
+STALLABLE = ("sse", "h2", "ws", "ws@websockets")
+"""Every push transport: the HTTP/2 client acknowledges DATA only as its consumer reads it, so
+a stalled consumer stops granting window and the server feels it as on the others (a bare
+``h2`` reader that withholds WINDOW_UPDATE is tested apart, below)."""
 
 
 @pytest.mark.parametrize("name", STALLABLE)
@@ -284,7 +283,7 @@ def test_h2_stream_that_withholds_window_updates_is_cut_off_and_resumes(
     connection that reads nothing after the headers) must be cut off as a slow consumer like
     a stalled socket, and the real client resumes from its cursor with nothing lost.
 
-    Before servers/h2.py's ``stream_backpressure`` hypercorn buffered such a stream without
+    Before servers/patches.py's ``h2-stream-backpressure`` hypercorn buffered such a stream without
     bound: 1,500 messages of 16 KB grew the server 28 MiB and nobody was cut off."""
     size = 16_000
     server = backend("h2", "--set", "queue=20", "--set", f"max_text={size}")
@@ -416,16 +415,16 @@ def reconnect_storm(server: Restartable, name: str, count: int, timeout: float) 
 
 @pytest.mark.timeout(60)
 def test_reconnect_storm_of_200_clients_after_kill9() -> None:
-    server = Restartable("ws-lean")
+    server = Restartable("ws@websockets")
     try:
         server.start()
-        storm = reconnect_storm(server, "ws-lean", 200, timeout=20)
+        storm = reconnect_storm(server, "ws@websockets", 200, timeout=20)
     finally:
         server.stop_all()
-    print(storm.line("ws-lean"))
-    assert storm.back == 200, storm.line("ws-lean")
+    print(storm.line("ws@websockets"))
+    assert storm.back == 200, storm.line("ws@websockets")
     # Full-jitter backoff capped at 5 s: everyone is back within a few caps of the restart.
-    assert storm.all_back_s - storm.outage_s < 12, storm.line("ws-lean")
+    assert storm.all_back_s - storm.outage_s < 12, storm.line("ws@websockets")
 
 
 @pytest.mark.slow

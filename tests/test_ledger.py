@@ -129,7 +129,7 @@ def test_the_raw_file_round_trips(tmp_path: Path) -> None:
 
 
 def worker_final(rooms: list[str], sends: list[list[int]], deliveries: list[list[int]]) -> dict:
-    """What a Locust worker sends the master at the end (see scenarios/_common.Recorder.final),
+    """What a Locust worker sends the master at the end (see scenarios/_record.Recorder.final),
     through msgpack as Locust's messages go. It has one receiver in each of its rooms."""
     import msgpack
 

@@ -216,11 +216,24 @@ def test_sockstat_parses_every_line() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="/proc/slabinfo is readable by root only")
 def test_tcp_slab_caches_as_root() -> None:
-    caches = tcp_slab_caches()
-    assert set(caches) <= set(TCP_SLAB_CACHES)
-    active, size = caches["TCP"]
+    before = tcp_slab_caches()
+    assert set(before) <= set(TCP_SLAB_CACHES)
+    active, size = before["TCP"]
     assert size > 1000  # struct tcp_sock is a couple of KiB on any recent kernel
-    assert active >= 0
+    # 50 loopback pairs are 100 more TCP objects (other processes' sockets come and go: a margin)
+    listener = socket.create_server(("127.0.0.1", 0))
+    pairs = []
+    for _ in range(50):
+        client = socket.create_connection(listener.getsockname())
+        pairs.append((client, listener.accept()[0]))
+    try:
+        grown = tcp_slab_caches()["TCP"][0] - active
+        assert 60 <= grown <= 200, f"{grown} TCP objects for 100 sockets"
+    finally:
+        for client, server in pairs:
+            client.close()
+            server.close()
+        listener.close()
     sample = Sampler(os.getpid(), lambda: [], 1).sample()
     assert sample.kernel_slab_bytes == pytest.approx(
         sum(a * s for a, s in tcp_slab_caches().values()), rel=0.2

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scenarios._options import ScenarioOptions
+import wirewise.scenarios
 from wirewise.faults import FAULT_SETTINGS, Faults, server_stats
 from wirewise.plan import ROOT, Plan, Run, expected_seconds, plan_runs, scenario_options
 from wirewise.processes import (
@@ -39,11 +39,13 @@ from wirewise.processes import (
 from wirewise.registry import Backend
 from wirewise.results import Repeat, Summary, collect_metadata
 from wirewise.sampler import ByteCounter, Sampler
+from wirewise.scenarios._options import ScenarioOptions
 from wirewise.summarize import summarize_repeat, summarize_run
 
 __all__ = ["Headroom", "Progress", "run_bench", "run_one"]
 
-SCENARIOS_DIR = ROOT / "scenarios"
+SCENARIOS_DIR = Path(wirewise.scenarios.__file__).resolve().parent
+"""The locustfiles, wherever the package is installed (``scenarios/`` in a checkout)."""
 PRIOR_US_PER_EVENT = 50.0
 """Before a backend's first run: a load generator's CPU per event (a delivery or a send), as
 the full clients cost here (37-46 us per delivery, several hundred per send); the lean
@@ -306,6 +308,7 @@ def run_one(
         "started_at": started,
         "ended_at": time.time(),
         "traffic_measured": counter is not None,
+        "sampler_errors": sampler.errors[:20],
         "injected": faults.report() if faults is not None else None,
     }
     (directory / "run.json").write_text(json.dumps(record, indent=1) + "\n")

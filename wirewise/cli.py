@@ -27,7 +27,7 @@ def _root() -> None:
 
 def parse_settings(pairs: list[str], **given: object) -> object:
     """``Settings`` from ``--set name=value`` pairs plus explicit options (None = default)."""
-    from servers.config import Settings
+    from wirewise.servers.config import Settings
 
     known = {f.name: f for f in dataclasses.fields(Settings)}
     values: dict[str, object] = {k: v for k, v in given.items() if v is not None}
@@ -91,8 +91,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the chat over one transport until Ctrl-C / SIGTERM."""
-    from servers.serve import Plan, default_server
-    from servers.serve import serve as run
+    from wirewise.servers.serve import ServerPlan, default_server
+    from wirewise.servers.serve import serve as run
 
     settings = parse_settings(
         set_ or [],
@@ -101,7 +101,7 @@ def serve(
         presence_timeout=presence_timeout,
         heartbeat=heartbeat,
     )
-    plan = Plan(
+    plan = ServerPlan(
         transport=transport,
         server=server or default_server(transport),
         host=host,

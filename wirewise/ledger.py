@@ -8,7 +8,7 @@ and written to ``messages.npz`` beside ``scenario.json``:
   server gave it, and its :data:`STATUS`;
 - **deliveries**: one row per ``new_message`` a receiver read whose ``sent_at`` lies in the
   window: room, id, ``sent_at`` and the receipt time (the kernel's, see
-  :mod:`clients.lean.hub`).
+  :mod:`wirewise.clients.lean.hub`).
 
 :func:`account` joins them on (room, id). Each acknowledged message was expected by every
 receiver of its room when the window opened. The ledger then counts, separately::

@@ -8,8 +8,6 @@ with its sample count; :func:`too_few_samples` says when the count cannot suppor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
@@ -98,16 +96,6 @@ class Histogram:
         out["count"] = count
         return out
 
-    def cdf_ms(self, points: int = 200) -> list[tuple[float, float]]:
-        """(latency ms, fraction at or below) pairs for a CDF chart."""
-        if self.count == 0:
-            return []
-        out = []
-        for item in self.hdr.get_percentile_iterator(5):
-            out.append((item.value_iterated_to / 1000, item.percentile_level_iterated_to / 100))
-        step = max(1, len(out) // points)
-        return out[::step] + ([out[-1]] if out and (len(out) - 1) % step else [])
-
 
 def too_few_samples(count: int) -> list[str]:
     """Names of the percentiles that ``count`` samples cannot support."""
@@ -116,24 +104,3 @@ def too_few_samples(count: int) -> list[str]:
         if round(count * (100 - p) / 100, 6) < MIN_TAIL_SAMPLES:
             weak.append(name)
     return weak
-
-
-@dataclass
-class Deliveries:
-    """Every expected delivery, accounted for."""
-
-    expected: int = 0
-    delivered: int = 0
-    lost: int = 0
-    duplicated: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_counts(cls, expected: int, delivered: int, duplicated: int) -> Deliveries:
-        return cls(expected, delivered, max(expected - delivered, 0), duplicated)
-
-    def add(self, other: Deliveries) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scenarios._options import ScenarioOptions
 from wirewise.registry import BACKENDS, Backend
+from wirewise.scenarios._options import ScenarioOptions
 
 __all__ = [
     "FULL",

@@ -581,6 +581,8 @@ def _process_warnings(raw: RawRun, repeat: Repeat) -> None:
     status = run.get("server", {}).get("exit_status")
     if status not in (0, None):
         repeat.warnings.append(f"the server exited with status {status} (see server.log)")
+    for error in run.get("sampler_errors") or []:
+        repeat.warnings.append(f"a sample failed: {error}")
     if raw.scenario is None:
         return
     for code, count in sorted((raw.scenario.get("refusals") or {}).items()):
