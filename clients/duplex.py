@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Protocol
+from typing import Any, Protocol
 
 from wirewise import protocol
 from wirewise.clients.base import FATAL_CODES, Client, ClientError, Refused, Subscription
@@ -72,8 +72,8 @@ class _Live:
 class DuplexClient(Client):
     """A client whose subscriptions are sockets that carry the sends too."""
 
-    def __init__(self, base_url: str, **kwargs: object) -> None:
-        super().__init__(base_url, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
         self._live: dict[str, list[_Live]] = {}
         self._live_lock = threading.Lock()
         self._live_changed = threading.Condition(self._live_lock)

@@ -445,8 +445,10 @@ class _Connection:
         elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
             self._pending.pop(event.stream_id, None)
             if stream := self._streams.pop(event.stream_id, None):
-                ended = isinstance(event, h2.events.StreamEnded)
-                stream.put(None if ended else ClientError(f"stream reset ({event.error_code!r})"))
+                if isinstance(event, h2.events.StreamEnded):
+                    stream.put(None)
+                else:
+                    stream.put(ClientError(f"stream reset ({event.error_code!r})"))
             self._slots.notify_all()
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._send_pending()

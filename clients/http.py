@@ -26,8 +26,8 @@ from wirewise.clients.base import (
 from wirewise.clients.h1 import H1Connection
 from wirewise.protocol import LoginRequest, SendMessage
 
-LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=4)
-IDLE_SENDERS = LIMITS.max_keepalive_connections
+IDLE_SENDERS = 4
+LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=IDLE_SENDERS)
 """Idle keep-alive connections a client keeps for its sends (as httpx's pool did)."""
 
 

@@ -189,7 +189,7 @@ class _WsLink:
             data = b"".join([*self._fragments, frame.data]) if self._fragments else frame.data
             self._fragments = []
             try:
-                self._texts.append(data.decode())
+                self._texts.append(str(data, "utf-8"))
             except UnicodeDecodeError:
                 self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
                 return
@@ -320,7 +320,8 @@ class WsClient(DuplexClient):
             raise ConnectError(f"no upgrade answer within {self.timeout:g} s") from None
         except OSError as exc:
             raise ConnectError(f"cannot connect: {exc}") from exc
-        exc = ws.handshake_exc
-        if isinstance(exc, InvalidStatus):
-            raise refused_from_body(exc.response.body or b"", exc.response.status_code) from exc
-        raise ConnectError(f"cannot connect: {exc}") from exc
+        failure = ws.handshake_exc
+        if isinstance(failure, InvalidStatus):
+            answer = failure.response
+            raise refused_from_body(bytes(answer.body or b""), answer.status_code) from failure
+        raise ConnectError(f"cannot connect: {failure}") from failure

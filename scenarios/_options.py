@@ -28,7 +28,7 @@ class ScenarioOptions:
     transport: str = _opt("ws", "Transport the users speak", choices=TRANSPORTS)
     room_size: int = _opt(0, "Users per room (0: the scenario's default)")
     rate: float = _opt(0.0, "Messages per second per sender (0: the scenario's default)")
-    payload_bytes: int = _opt(100, "Characters of message text")
+    payload_bytes: int = _opt(0, "Characters of message text (0: the scenario's default)")
     poll_interval: float = _opt(1.0, "Short polling interval, seconds")
     longpoll_wait: float = _opt(25.0, "Long poll hold, seconds")
     measure: float = _opt(10.0, "Seconds of the measurement window")

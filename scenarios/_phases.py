@@ -216,8 +216,9 @@ class Controller:
         self, environment: Environment, start: float, end: float, step_seconds: float = 0.0
     ) -> None:
         """Fix the window everywhere (wall-clock seconds); may be sent again to end it early."""
-        data = {"start": int(start * 1e6), "end": int(end * 1e6), "step_seconds": step_seconds}
-        RECORDER.set_window(data["start"], data["end"], step_seconds)
+        start_us, end_us = int(start * 1e6), int(end * 1e6)
+        data = {"start": start_us, "end": end_us, "step_seconds": step_seconds}
+        RECORDER.set_window(start_us, end_us, step_seconds)
         if is_master(environment):
             environment.runner.send_message(WINDOW_MESSAGE, data)  # type: ignore[union-attr]
 
@@ -288,7 +289,7 @@ class Controller:
             "scenario": scenario,
             "transport": opts.transport,
             "options": opts.as_dict(),
-            "users": environment.parsed_options.num_users,
+            "users": getattr(environment.parsed_options, "num_users", None),
             "window": {"start": window[0] / 1e6, "end": window[1] / 1e6},
             "rooms": raw.rooms,
             "receivers": dict(zip(raw.rooms, raw.receivers, strict=True)),

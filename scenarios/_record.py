@@ -204,7 +204,7 @@ class Recorder:
             self.cpu_max = max(self.cpu_max, percent)
             if self.cpu_at_start is None:
                 self.cpu_at_start = cpu_seconds(self.cpu.pid)
-        return percent
+        return float(percent)
 
     # -- progress, for the master's decisions --------------------------------------------------
 

@@ -18,7 +18,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from wirewise.clients import ClientError, Refused
-from wirewise.clients.lean import LeanClient, lean_client_for
+from wirewise.clients.lean import LeanClient, LeanSubscription, lean_client_for
 from wirewise.scenarios._record import LATE_GRACE_US, RECORDER, now_us, options
 
 # -- users ---------------------------------------------------------------------------------------
@@ -58,11 +58,18 @@ class ChatUser(User):
     receives: ClassVar[bool] = True
     default_rate: ClassVar[float] = 1.0
     default_room_size: ClassVar[int] = 10
-    default_payload: ClassVar[int] = 0
-    """Characters of text when ``--payload-bytes`` is left at its default (0: that default)."""
+    default_payload: ClassVar[int] = 100
+    """Characters of text when ``--payload-bytes`` is not given (0)."""
     scenario: ClassVar[str] = "chat"
     connect_wait: ClassVar[float] = 30.0
     """Seconds a user may take to log in and subscribe before it gives up."""
+
+    @property
+    def base_url(self) -> str:
+        """The server, from ``--host`` (Locust leaves ``host`` None when it is not given)."""
+        if not self.host:
+            raise ValueError("wirewise scenarios need --host, e.g. --host http://127.0.0.1:8000")
+        return self.host
 
     def on_start(self) -> None:
         opts = options(self.environment)
@@ -72,15 +79,10 @@ class ChatUser(User):
         self.room = self.pick_room()
         self.room_index = RECORDER.rooms.index(self.room)
         self.rate = opts.rate or self.default_rate
-        size = (
-            self.default_payload
-            if opts.payload_bytes == 100 and self.default_payload
-            else opts.payload_bytes
-        )
-        PAYLOAD.size = max(1, size)
+        PAYLOAD.size = max(1, opts.payload_bytes or self.default_payload)
         self.text = "x" * PAYLOAD.size
         self.client = self.make_client()
-        self.sub = None
+        self.sub: LeanSubscription | None = None
         self.next_at: float | None = None
         if self.receives:
             RECORDER.started += 1
@@ -105,7 +107,7 @@ class ChatUser(User):
             kwargs["interval"] = opts.poll_interval
         elif opts.transport == "longpoll":
             kwargs["wait"] = opts.longpoll_wait
-        return lean_client_for(opts.transport, self.host, RECORDER.hub, **kwargs)
+        return lean_client_for(opts.transport, self.base_url, RECORDER.hub, **kwargs)
 
     def login(self, deadline: float) -> None:
         """Log in, retrying with the client's backoff until ``deadline`` (a busy ramp)."""

@@ -42,7 +42,7 @@ import gevent
 from gevent.event import Event
 from locust import events
 
-from wirewise.clients import Client, ClientError, client_for
+from wirewise.clients import Client, ClientError, Subscription, client_for
 from wirewise.ledger import RawMessages
 from wirewise.metrics import Histogram
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage
@@ -119,6 +119,10 @@ class Receiver:
 class FaultUser(ChatUser):
     abstract = True
     scenario = SCENARIO
+    # The full client, not the lean one: resume, callbacks and the error a fault produces are
+    # what this scenario checks; ChatUser's lean client has none of them.
+    client: Client  # type: ignore[assignment]
+    sub: Subscription | None  # type: ignore[assignment]
 
     def on_start(self) -> None:
         self.receiver = Receiver(self)
@@ -135,7 +139,7 @@ class FaultUser(ChatUser):
             kwargs["interval"] = opts.poll_interval
         elif opts.transport == "longpoll":
             kwargs["wait"] = opts.longpoll_wait
-        return client_for(opts.transport, self.host, **kwargs)
+        return client_for(opts.transport, self.base_url, **kwargs)
 
     def subscribe(self, deadline: float) -> None:
         self.sub = self.client.subscribe(self.room, after=None, on_message=self.on_message)

@@ -7,6 +7,7 @@ same ``--secret``).
 
 from __future__ import annotations
 
+import math
 import secrets
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
@@ -17,7 +18,7 @@ from wirewise import protocol
 class Tokens:
     def __init__(self, secret: str | None, max_age: float) -> None:
         self._signer = TimestampSigner(secret or secrets.token_urlsafe(32), salt="wirewise-login")
-        self._max_age = max_age
+        self._max_age = math.ceil(max_age)  # itsdangerous counts whole seconds
 
     def issue(self, user: str) -> str:
         return self._signer.sign(user).decode("ascii")

@@ -32,6 +32,7 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol, TypeVar, cast
 
 from wirewise import protocol
@@ -356,7 +357,7 @@ class ChatCore:
         sub = Subscriber(room, user, kind, member=member, limit=self.settings.queue)
         if after is not None:
             events, gap = self.broker.replay(room, after)
-            sub.backlog = [gap, *events] if gap is not None else events  # type: ignore[list-item]
+            sub.backlog = [gap, *events] if gap is not None else list(events)
         self.broker.attach(room, sub)
         self._subs[sub] = None
         _count_up(self._subs_by_user, user)
@@ -452,9 +453,7 @@ class ChatCore:
             gone += 1
             room, user = key
             if key not in self._streams:
-                self._publish(
-                    room, lambda i, room=room, user=user: UserLeft(id=i, room=room, user=user)
-                )
+                self._publish(room, partial(_left, room=room, user=user))
         return gone
 
     # -- reading -------------------------------------------------------------------------
@@ -484,3 +483,8 @@ class ChatCore:
             "rate_limited": self.rate_limited,
             **self.broker.stats(),
         }
+
+
+def _left(msg_id: int, *, room: str, user: str) -> UserLeft:
+    """A ``user_left`` for :meth:`ChatCore._publish` to number (bound with ``partial``)."""
+    return UserLeft(id=msg_id, room=room, user=user)

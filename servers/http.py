@@ -65,7 +65,7 @@ def error_body(code: str, detail: str) -> bytes:
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            return str(value, "latin-1")
     return None
 
 
@@ -142,7 +142,7 @@ def check_origin(ctx: Context, scope: Scope) -> None:
 
 
 def room_of(scope: Scope) -> str:
-    room = scope["path_params"]["room"]
+    room: str = scope["path_params"]["room"]
     if not protocol.valid_room(room):
         raise ProtocolError("bad_room", "room names match [A-Za-z0-9_-]{1,64}")
     return room

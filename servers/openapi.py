@@ -62,7 +62,7 @@ LAST_EVENT_ID = {
     "description": "Wins over `after` (a browser reconnects to its original URL).",
     "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
 }
-SECURED = [{"bearer": []}, {"query_token": []}, {"cookie": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"query_token": []}, {"cookie": []}]
 
 EVENT = {
     "type": "object",

@@ -156,6 +156,20 @@ def test_scenario_options_become_locust_flags() -> None:
     assert argv == ["--transport", "h2", "--rate", "2.5", "--measure", "3.0", "--server-pid", "42"]
 
 
+def test_each_scenario_sends_and_records_its_own_payload() -> None:
+    """game's players send 50 characters, the rest 100, unless the plan says otherwise; the
+    figure the bench records is the one the scenario is given (no rule private to game)."""
+    ws = backend("ws")
+    for scenario, wanted in (("game", 50), ("chat", 100), ("broadcast", 100)):
+        options, _ = scenario_options(Plan(scenarios=(scenario,)), Run(scenario, ws, 1))
+        assert options.payload_bytes == wanted, scenario
+        argv = options.to_argv()
+        assert argv[argv.index("--payload-bytes") + 1] == str(wanted), scenario
+    given = Plan(scenarios=("game",), payload_bytes=700)
+    options, _ = scenario_options(given, Run("game", ws, 1))
+    assert options.payload_bytes == 700
+
+
 # -- validity, from raw files made by hand --------------------------------------------------------
 
 START = 1_800_000_000.0

@@ -9,9 +9,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from wirewise.results import Summary
 
 app = typer.Typer(
     add_completion=False,
@@ -156,7 +159,10 @@ def bench(
         float | None, typer.Option(help="Seconds measured per run (idle/saturate: over all steps).")
     ] = None,
     poll_interval: Annotated[float, typer.Option(help="Short polling interval, seconds.")] = 1.0,
-    payload_bytes: Annotated[int, typer.Option(min=1, help="Characters of message text.")] = 100,
+    payload_bytes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Characters of message text (default: 100; game 50)."),
+    ] = None,
     room_size: Annotated[
         int | None, typer.Option(min=1, help="Users per room (default: by scenario).")
     ] = None,
@@ -204,7 +210,7 @@ def make_plan(
     rate: float | None,
     duration: float | None,
     poll_interval: float,
-    payload_bytes: int,
+    payload_bytes: int | None,
     room_size: int | None,
     latency_bound_ms: float,
     processes: int,
@@ -406,13 +412,13 @@ def find_run(results: Path | None) -> Path:
     raise typer.BadParameter("no results run found: run `wirewise bench --quick` or pass --results")
 
 
-def load_run(results: Path | None) -> tuple[Path, dict]:
-    """The run and its checked ``summary.json``; an unreadable one is a usage error (exit 2)."""
-    from wirewise.results import SchemaError, read_summary
+def load_run(results: Path | None) -> tuple[Path, Summary]:
+    """The run and its checked, typed summary; an unreadable one is a usage error (exit 2)."""
+    from wirewise.results import SchemaError, load_summary
 
     run = find_run(results)
     try:
-        return run, read_summary(run)
+        return run, load_summary(run)
     except SchemaError as exc:
         raise typer.BadParameter(f"{run}: {exc}") from None
 
@@ -452,7 +458,6 @@ def decide(
 
     from wirewise.decide import Workload, WorkloadError
     from wirewise.decide import decide as run_decide
-    from wirewise.results import SchemaError, Summary
 
     def ask(value: Any, question: str, kind: type) -> Any:
         return value if value is not None else typer.prompt(question, type=kind)
@@ -486,11 +491,7 @@ def decide(
     except WorkloadError as exc:
         flag = f"'--{exc.field.replace('_', '-')}'"
         raise typer.BadParameter(exc.message, param_hint=flag) from None
-    run, data = load_run(results)
-    try:
-        summary = Summary.from_json(data)
-    except SchemaError as exc:
-        raise typer.BadParameter(f"{run}: {exc}") from None
+    run, summary = load_run(results)
     decision = run_decide(workload, summary, run.name)
     if json_out:
         # allow_nan=False: JSON has no NaN or Infinity; as_json has replaced any by null.
@@ -511,7 +512,6 @@ def explain(
     """Short answers for learners and interview preparation, quoting measured numbers."""
     from wirewise.explain import TOPICS
     from wirewise.explain import explain as write
-    from wirewise.results import SchemaError, Summary
 
     if topic is None:
         typer.echo("Topics (wirewise explain TOPIC):")
@@ -524,14 +524,11 @@ def explain(
     note = ""
     run = Path("")
     try:
-        run, data = load_run(results)
-        summary = Summary.from_json(data)
-    except (typer.BadParameter, SchemaError) as exc:
+        run, summary = load_run(results)
+    except typer.BadParameter as exc:
         if results is not None:  # asked for this run: not reading it is an error, not a fallback
-            if isinstance(exc, SchemaError):
-                raise typer.BadParameter(f"{run}: {exc}") from None
             raise
-        note = exc.message if isinstance(exc, typer.BadParameter) else str(exc)
+        note = exc.message
     typer.echo(write(topic, summary, run.name if summary is not None else "", note))
 
 

@@ -162,7 +162,7 @@ class Accounting:
     def closes(self) -> bool:
         """Every scheduled send went out and was answered; every expected delivery came."""
         pub = self.publisher
-        return (
+        return bool(
             self.deliveries["lost"] == 0
             and pub["unsent"] == 0
             and pub["unanswered"] == 0
@@ -201,7 +201,7 @@ def account(
     message_parts: list[np.ndarray] = []
     messages = 0
     for room in np.unique(np.concatenate((acked[:, 0], deliveries[:, 0]))).tolist():
-        receivers = members[room] if room < len(members) else 0
+        room_receivers = members[room] if room < len(members) else 0
         ids = np.unique(acked[acked[:, 0] == room][:, 4])
         got = deliveries[deliveries[:, 0] == room]
         position = np.searchsorted(ids, got[:, 1])
@@ -215,13 +215,12 @@ def account(
             if len(ids)
             else np.zeros(0, np.int64)
         )
-        expected_total += receivers * len(ids)
-        lost += int(np.maximum(receivers - per_message, 0).sum())
-        beyond = int(np.maximum(per_message - receivers, 0).sum())
+        expected_total += room_receivers * len(ids)
+        lost += int(np.maximum(room_receivers - per_message, 0).sum())
+        beyond = int(np.maximum(per_message - room_receivers, 0).sum())
         if beyond:
-            reasons["more deliveries of a message than its room had receivers"] = (
-                reasons.get("more deliveries of a message than its room had receivers", 0) + beyond
-            )
+            why = "more deliveries of a message than its room had receivers"
+            reasons[why] = reasons.get(why, 0) + beyond
             extra += beyond
         strays = got[~matched]
         if len(strays):

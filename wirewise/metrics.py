@@ -66,7 +66,8 @@ class Histogram:
         return int(self.hdr.get_total_count())
 
     def encode(self) -> str:
-        return self.hdr.encode().decode("ascii")
+        encoded: bytes = self.hdr.encode()
+        return encoded.decode("ascii")
 
     def add_encoded(self, encoded: str) -> None:
         if encoded:

@@ -45,7 +45,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "broadcast": {"users": 51, "rate": 20.0, "measure": 2.0},
     "idle": {"step_users": 100, "steps": 3, "step_seconds": 1.0, "ramp_rate": 200.0},
     "saturate": {"users": 20, "rate": 5.0, "steps": 5, "step_seconds": 1.5},
-    "game": {"users": 8, "rate": 20.0, "measure": 2.0},
+    "game": {"users": 8, "rate": 20.0, "payload_bytes": 50, "measure": 2.0},
     "faults": {"users": 40, "rate": 2.0, "measure": 6.0},
 }
 FULL: dict[str, dict[str, Any]] = {
@@ -53,13 +53,15 @@ FULL: dict[str, dict[str, Any]] = {
     "broadcast": {"users": 501, "rate": 10.0, "measure": 10.0},
     "idle": {"step_users": 1000, "steps": 4, "step_seconds": 2.0, "ramp_rate": 250.0},
     "saturate": {"users": 100, "rate": 2.0, "steps": 14, "step_seconds": 3.0, "rate_factor": 1.4},
-    "game": {"users": 40, "rate": 20.0, "measure": 10.0},
+    "game": {"users": 40, "rate": 20.0, "payload_bytes": 50, "measure": 10.0},
     "faults": {"users": 300, "rate": 0.5, "measure": 12.0},
 }
 FULL_IDLE_POLL = {"step_users": 300}
 """Short pollers at full scale: 1,200 at T = 1 s are ~1,200 requests/s, a good share of what
 one core answers here; 4,000 would measure a busy server, not an idle poller."""
 DEFAULT_USERS = 50
+DEFAULT_PAYLOAD = 100
+"""Characters of message text where the scenario's preset names none (game's says 50)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class Plan:
     rate: float | None = None
     duration: float | None = None
     poll_interval: float = 1.0
-    payload_bytes: int = 100
+    payload_bytes: int | None = None
+    """Characters of message text (None: each scenario's own, 100; game 50)."""
     room_size: int | None = None
     latency_bound_ms: float = 100.0
     processes: int = 1
@@ -150,10 +153,12 @@ def scenario_options(plan: Plan, run: Run) -> tuple[ScenarioOptions, int]:
             params["measure"] = plan.duration
     if plan.room_size is not None:
         params["room_size"] = plan.room_size
+    if plan.payload_bytes is not None:
+        params["payload_bytes"] = plan.payload_bytes
+    params.setdefault("payload_bytes", DEFAULT_PAYLOAD)
     users = int(params.pop("users", 1))
     options = ScenarioOptions(
         transport=backend.transport,
-        payload_bytes=plan.payload_bytes,
         poll_interval=plan.poll_interval,
         latency_bound_ms=plan.latency_bound_ms,
         generator_limit=plan.generator_limit,

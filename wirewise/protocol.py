@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import orjson
 
@@ -138,12 +138,13 @@ def _check_user(user: object) -> None:
         raise ProtocolError("bad_message", "user names match [A-Za-z0-9_-]{1,32}")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
+    """An integer that is not a bool (JSON ``true`` decodes to one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_id(name: str, value: object) -> None:
-    if not _is_int(value) or not 0 < value <= MAX_CURSOR:  # type: ignore[operator]
+    if not _is_int(value) or not 0 < value <= MAX_CURSOR:
         raise ProtocolError("bad_message", f"{name} must be an integer in 1..2^63-1")
 
 
@@ -155,7 +156,7 @@ def _check_client_msg_id(value: object) -> None:
 
 
 def _check_optional_time(name: str, value: object) -> None:
-    if value is not None and (not _is_int(value) or not 0 <= value <= MAX_TIMESTAMP_US):  # type: ignore[operator]
+    if value is not None and (not _is_int(value) or not 0 <= value <= MAX_TIMESTAMP_US):
         raise ProtocolError("bad_message", f"{name} must be microseconds since the epoch")
 
 

@@ -239,7 +239,7 @@ def _process_cpu_s(proc: psutil.Process) -> float:
         except PROCESS_GONE:
             continue
         total += child_cpu
-    return total
+    return float(total)
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def interpolate(samples: list[Sample], name: str, when: float) -> float | None:
         return None
     for (t0, v0), (t1, v1) in itertools.pairwise(points):
         if t0 <= when <= t1:
-            return v0 + (v1 - v0) * ((when - t0) / (t1 - t0)) if t1 > t0 else v1
+            return float(v0 + (v1 - v0) * ((when - t0) / (t1 - t0)) if t1 > t0 else v1)
     return None
 
 
@@ -166,7 +167,21 @@ def latency_of(values_us: np.ndarray) -> Latency:
         unique, counts = np.unique(np.clip(values_us, 1, None), return_counts=True)
         for value, count in zip(unique.tolist(), counts.tolist(), strict=True):
             histogram.record_count(int(value), int(count))
-    return Latency(**histogram.summary_ms())
+    return latency_from(histogram)
+
+
+def latency_from(histogram: Histogram) -> Latency:
+    """A histogram's millisecond summary as a typed :class:`Latency`."""
+    ms = histogram.summary_ms()
+    return Latency(
+        p50=ms["p50"],
+        p90=ms["p90"],
+        p99=ms["p99"],
+        p999=ms["p999"],
+        max=ms["max"],
+        mean=ms["mean"],
+        count=int(ms["count"] or 0),
+    )
 
 
 def lag_of(values_us: np.ndarray) -> dict[str, float | None]:
@@ -260,7 +275,7 @@ def measured_end(raw: RawRun) -> float:
     """When the window's deliveries were all in: the window's end plus the drain it took."""
     assert raw.scenario is not None
     drain = raw.scenario.get("drain", {}).get("seconds", 0.0)
-    return raw.scenario["window"]["end"] + drain
+    return float(raw.scenario["window"]["end"] + drain)
 
 
 def _plain(raw: RawRun, repeat: Repeat) -> dict[str, Any]:
@@ -504,7 +519,7 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     restart = injected.get("restart")
     lost_signalled = ledger.get("lost_signalled", 0)
     lost_silently = ledger.get("lost_silently", 0)
-    repeat.latency_ms = Latency(**Histogram.decode(scenario.get("latency", "")).summary_ms())
+    repeat.latency_ms = latency_from(Histogram.decode(scenario.get("latency", "")))
     repeat.deliveries = Deliveries(
         expected=ledger.get("expected", 0),
         delivered=ledger.get("delivered", 0),
@@ -816,12 +831,8 @@ def sum_publishers(publishers: list[Publisher]) -> Publisher:
         setattr(out, key, sum(getattr(p, key) for p in publishers))
     out.lag_ms = {
         "p50": stats.median([p.lag_ms.get("p50") for p in publishers]),
-        "p99": max(
-            (p.lag_ms["p99"] for p in publishers if p.lag_ms.get("p99") is not None), default=None
-        ),
-        "max": max(
-            (p.lag_ms["max"] for p in publishers if p.lag_ms.get("max") is not None), default=None
-        ),
+        "p99": _largest(p.lag_ms.get("p99") for p in publishers),
+        "max": _largest(p.lag_ms.get("max") for p in publishers),
     }
     return out
 
@@ -892,13 +903,14 @@ def worst_generator(all_: list[LoadGenerator]) -> LoadGenerator:
         if any(g.saturated is not None for g in all_)
         else None,
         read_delay_ms={
-            key: max(values)
+            key: largest
             for key in ("p50", "p99", "max")
-            if (
-                values := [
-                    g.read_delay_ms[key] for g in all_ if g.read_delay_ms.get(key) is not None
-                ]
-            )
+            if (largest := _largest(g.read_delay_ms.get(key) for g in all_)) is not None
         },
         receipt_clock=all_[0].receipt_clock,
     )
+
+
+def _largest(values: Iterable[float | None]) -> float | None:
+    """The largest of the values measured (None when none was)."""
+    return max((v for v in values if v is not None), default=None)

@@ -31,6 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import h11
@@ -460,7 +461,7 @@ class PostConn(Conn):
 
     __slots__ = ("_buffer", "client", "pending")
 
-    def __init__(self, client: LeanClient, sock: socket.socket) -> None:
+    def __init__(self, client: HttpLeanClient, sock: socket.socket) -> None:
         super().__init__(client.hub, sock)
         self.client = client
         self.pending: deque[str] = deque()
@@ -501,8 +502,8 @@ class PostConn(Conn):
 class HttpLeanClient(LeanClient):
     """Sends by pipelined POST on one keep-alive connection (poll, long poll, SSE)."""
 
-    def __init__(self, base_url: str, hub: Hub, **kwargs: object) -> None:
-        super().__init__(base_url, hub, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, base_url: str, hub: Hub, **kwargs: Any) -> None:
+        super().__init__(base_url, hub, **kwargs)
         self._sender: PostConn | None = None
         self._sender_lock = threading.Lock()
 
@@ -598,12 +599,12 @@ class DuplexConn(Conn):
                 isinstance(message, Error) and message.code != "slow_consumer"
             ):
                 with self._lock:
-                    client_msg_id = self.pending.popleft() if self.pending else None
-                if client_msg_id is not None:
+                    oldest = self.pending.popleft() if self.pending else None
+                if oldest is not None:
                     if isinstance(message, Ack):
-                        self.client.answer(client_msg_id, message.id, None, received)
+                        self.client.answer(oldest, message.id, None, received)
                     else:
-                        self.client.answer(client_msg_id, None, message.code, received)
+                        self.client.answer(oldest, None, message.code, received)
                     return
         if self.sub is not None:
             self.sub.event(payload, received)
@@ -626,8 +627,8 @@ class DuplexLeanClient(LeanClient):
     """Sends go on the room's subscription link, or a send-only link (on a socket transport,
     being connected is being in the room)."""
 
-    def __init__(self, base_url: str, hub: Hub, **kwargs: object) -> None:
-        super().__init__(base_url, hub, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, base_url: str, hub: Hub, **kwargs: Any) -> None:
+        super().__init__(base_url, hub, **kwargs)
         self._links: dict[str, DuplexConn] = {}
         self._links_lock = threading.Lock()
 

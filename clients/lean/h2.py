@@ -17,9 +17,11 @@ scheduled; beyond the server's ``max_concurrent_streams`` they wait for a stream
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import deque
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -80,7 +82,7 @@ class H2Conn(Conn):
         "texts",
     )
 
-    def __init__(self, client: H2LeanClient, sock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client: H2LeanClient, sock: socket.socket) -> None:
         super().__init__(client.hub, sock)
         self.client = client
         self._buffer = b""
@@ -90,7 +92,7 @@ class H2Conn(Conn):
         self.texts: dict[int, bytes] = {}
         """Per event stream: the start of an event not yet ended by a blank line."""
         self.opening: dict[int, _Opening] = {}
-        self._posts: dict[int, list] = {}  # stream id -> [client_msg_id, status, body]
+        self._posts: dict[int, list[Any]] = {}  # stream id -> [client_msg_id, status, body]
         self._queued: deque[tuple[bytes, bytes, str]] = deque()  # (path, body, id) awaiting a slot
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
@@ -326,8 +328,8 @@ class H2Conn(Conn):
 class H2LeanClient(LeanClient):
     transport = "h2"
 
-    def __init__(self, base_url: str, hub: Hub, **kwargs: object) -> None:
-        super().__init__(base_url, hub, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, base_url: str, hub: Hub, **kwargs: Any) -> None:
+        super().__init__(base_url, hub, **kwargs)
         self._conn: H2Conn | None = None
         self._conn_lock = threading.Lock()
 

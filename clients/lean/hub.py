@@ -269,7 +269,7 @@ class Hub:
 
     # -- taking what was measured ------------------------------------------------------------
 
-    def take(self) -> tuple[array, array]:
+    def take(self) -> tuple[array[int], array[int]]:
         """The deliveries and read delays recorded since the last take (then forgotten)."""
         deliveries, self.deliveries = self.deliveries, array("q")
         delays, self.read_delays = self.read_delays, array("q")

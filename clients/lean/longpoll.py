@@ -3,8 +3,10 @@ each answer is read (by the hub, on one keep-alive connection per subscription).
 
 from __future__ import annotations
 
+from typing import Any
+
 from wirewise.clients.lean.base import LeanSubscription
-from wirewise.clients.lean.hub import Hub
+from wirewise.clients.lean.hub import Hub, Timer
 from wirewise.clients.lean.poll import PollConn, PollLeanClient
 
 __all__ = ["LongPollLeanClient"]
@@ -16,9 +18,9 @@ class LongPollLeanClient(PollLeanClient):
     transport = "longpoll"
 
     def __init__(
-        self, base_url: str, hub: Hub, *, wait: float = DEFAULT_WAIT, **kwargs: object
+        self, base_url: str, hub: Hub, *, wait: float = DEFAULT_WAIT, **kwargs: Any
     ) -> None:
-        super().__init__(base_url, hub, **kwargs)  # type: ignore[arg-type]
+        super().__init__(base_url, hub, **kwargs)
         self.wait = wait
 
     def params(self, sub: LeanSubscription) -> dict[str, str]:
@@ -27,6 +29,6 @@ class LongPollLeanClient(PollLeanClient):
             params["wait"] = f"{self.wait:g}"
         return params
 
-    def next_poll(self, conn: PollConn) -> None:
-        conn.poll()
+    def next_poll(self, conn: PollConn) -> Timer | None:
+        conn.poll()  # the server holds it: no pause between polls
         return None

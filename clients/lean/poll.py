@@ -9,7 +9,9 @@ The answer is parsed with orjson (the events' id and ``sent_at``); one answer in
 
 from __future__ import annotations
 
+import socket
 import time
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -23,7 +25,7 @@ from wirewise.clients.lean.base import (
     parse_response,
     request_bytes,
 )
-from wirewise.clients.lean.hub import Conn
+from wirewise.clients.lean.hub import Conn, Hub, Timer
 
 __all__ = ["PollConn", "PollLeanClient"]
 
@@ -35,12 +37,12 @@ class PollConn(Conn):
 
     __slots__ = ("_buffer", "_timer", "answers", "client", "sub")
 
-    def __init__(self, client: PollLeanClient, sock, sub: LeanSubscription) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client: PollLeanClient, sock: socket.socket, sub: LeanSubscription) -> None:
         super().__init__(client.hub, sock)
         self.client = client
         self.sub = sub
         self._buffer = b""
-        self._timer = None
+        self._timer: Timer | None = None
         self.answers = 0
 
     def poll(self) -> None:
@@ -99,8 +101,8 @@ class PollLeanClient(HttpLeanClient):
     transport = "poll"
 
     def __init__(
-        self, base_url: str, hub, *, interval: float = DEFAULT_INTERVAL, **kwargs: object
-    ) -> None:  # type: ignore[no-untyped-def]
+        self, base_url: str, hub: Hub, *, interval: float = DEFAULT_INTERVAL, **kwargs: Any
+    ) -> None:
         super().__init__(base_url, hub, **kwargs)
         self.interval = interval
 
@@ -112,7 +114,8 @@ class PollLeanClient(HttpLeanClient):
         target = f"/rooms/{sub.room}/events" + (f"?{query}" if query else "")
         return request_bytes("GET", target, self.authority, self.headers(sub))
 
-    def next_poll(self, conn: PollConn):  # type: ignore[no-untyped-def]
+    def next_poll(self, conn: PollConn) -> Timer | None:
+        """Schedule ``conn``'s next poll (the timer, to cancel on close)."""
         return self.hub.call_later(self.interval, conn.poll)
 
     def open(self, sub: LeanSubscription) -> None:
