@@ -2,7 +2,7 @@
 ``--step-seconds``, until the transport's knee: a step whose p99 delivery latency breaks
 ``--latency-bound-ms``, or during which the server's CPU reached ``--knee-cpu`` % (given
 ``--server-pid``). The ramp never lets the load generator become the limit: before each step
-it predicts its own CPU from the last step's (rates grow by the factor) and stops short of
+it predicts its own CPU from the last steps' mean (rates grow by the factor) and stops short of
 ``--generator-limit`` %, saying so, because past it the generator would measure itself.
 
 The highest step below the knee with every message delivered is the throughput at the
@@ -13,6 +13,7 @@ latency bound; the steps together draw the "hockey stick" of latency against loa
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -24,6 +25,10 @@ from wirewise.sampler import cpu_seconds
 from wirewise.scenarios._phases import CONTROLLER, expected_receivers
 from wirewise.scenarios._record import ENV, RECORDER, is_worker, options
 from wirewise.scenarios._users import ChatUser
+from wirewise.stats import power_law_at
+
+FIT_STEPS = 4
+"""Steps the generator's CPU line is fitted to: enough to average out one noisy step."""
 
 SCENARIO = "saturate"
 EVALUATE_AFTER = 0.5
@@ -69,10 +74,13 @@ def control_loop() -> None:
         step_start = start + step * opts.step_seconds
         step_end = step_start + opts.step_seconds
         rate = step_rate(base, opts.rate_factor, step)
-        generator = 0.0
+        readings: list[float] = []
         while time.time() < step_end:
             gevent.sleep(min(0.5, max(0.0, step_end - time.time())))
-            generator = max(generator, CONTROLLER.merged(environment)["cpu_percent"])
+            readings.append(CONTROLLER.merged(environment)["cpu_percent"])
+        # The mean predicts the next step; one busy half-second (a GC pass, a burst of
+        # reconnects) would stop the ramp far below the generator's real limit.
+        generator = statistics.fmean(readings) if readings else 0.0
         server = None
         if server_cpu is not None:  # over exactly this step: read at its two edges
             now_cpu, now = cpu_seconds(opts.server_pid), time.time()
@@ -92,6 +100,7 @@ def control_loop() -> None:
                 "rate_per_user": rate,
                 "server_cpu_percent": None if server is None else round(server, 1),
                 "generator_cpu_percent": round(generator, 1),
+                "generator_cpu_percent_peak": round(max(readings, default=0.0), 1),
                 "p99_ms_online": p99,
             }
         )
@@ -124,14 +133,11 @@ def control_loop() -> None:
 
 
 def predicted(history: list[tuple[float, float]], next_rate: float) -> float:
-    """The generator's CPU percent at ``next_rate``, extrapolated from the last two steps (its
-    cost per delivery falls as the load rises: scaling the last step by the rate overstates it)."""
-    rate, cpu = history[-1]
-    if len(history) < 2 or history[-2][0] >= rate:
-        return cpu * next_rate / rate
-    before_rate, before_cpu = history[-2]
-    slope = max((cpu - before_cpu) / (rate - before_rate), 0.0)
-    return cpu + slope * (next_rate - rate)
+    """The generator's CPU percent at ``next_rate``, from a power law fitted to the last steps'
+    means: its cost per delivery falls as the load rises, so scaling one step by the rate, or a
+    line through the last two, overstates it, and several steps average out one noisy step."""
+    recent = [(rate, max(cpu, 0.1)) for rate, cpu in history[-FIT_STEPS:]]
+    return power_law_at(recent, next_rate)
 
 
 def knee(opts: Any, p99: float | None, server_cpu: float | None, count: int) -> str | None:

@@ -72,3 +72,28 @@ def test_fit_line_with_its_slope_interval() -> None:
     assert noisy["slope_low"] < noisy["slope"] < noisy["slope_high"]
     with pytest.raises(ValueError):
         stats.fit_line([1.0, 1.0], [2.0, 3.0])
+
+
+def test_power_law_follows_a_falling_cost_per_unit() -> None:
+    """y = 4 * x ** 0.5 and y = x ** 2 are recovered exactly; a falling y is held flat
+    (at its geometric mean)."""
+    points = [(x, 4 * x**0.5) for x in (2.0, 4.0, 8.0, 16.0)]
+    assert stats.power_law_at(points, 64.0) == pytest.approx(32.0)
+    assert stats.power_law_at([(x, x**2) for x in (1.0, 2.0, 4.0)], 8.0) == pytest.approx(64.0)
+    falling = [(1.0, 9.0), (2.0, 8.0), (4.0, 7.0)]
+    assert stats.power_law_at(falling, 8.0) == pytest.approx((9 * 8 * 7) ** (1 / 3))
+    assert stats.power_law_at([(10.0, 20.0)], 15.0) == pytest.approx(30.0)
+    with pytest.raises(ValueError):
+        stats.power_law_at([], 1.0)
+
+
+def test_power_law_smooths_one_noisy_step() -> None:
+    """A ramp (y = 2 * x ** 0.8) whose last step read 15 % high: the line through the last two
+    steps carries the error forward twice over; the fit over four steps about halves it."""
+    xs = [10.0, 14.0, 19.6, 27.44]
+    ys = [2 * x**0.8 for x in xs]
+    ys[-1] *= 1.15
+    true = 2 * 38.42**0.8
+    two_point = ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (38.42 - xs[-1])
+    fitted = stats.power_law_at(list(zip(xs, ys, strict=True)), 38.42)
+    assert abs(fitted - true) < 0.6 * abs(two_point - true)

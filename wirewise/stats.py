@@ -143,6 +143,21 @@ def fit_line(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float]:
     return out
 
 
+def power_law_at(points: Sequence[tuple[float, float]], x: float) -> float:
+    """y at ``x`` from ``y = a * x ** b`` fitted to positive ``points`` in log-log space (b
+    below 1: a cost per unit that falls as the load rises, as a load generator's does; a line
+    would overstate it). b is held at 0 or more; one distinct x: y scales with x."""
+    if not points:
+        raise ValueError("a power law needs at least one point")
+    if len({px for px, _ in points}) < 2:
+        px, py = points[-1]
+        return py * x / px
+    logs = [(math.log(px), math.log(py)) for px, py in points]
+    exponent = max(fit_line(*zip(*logs, strict=True))["slope"], 0.0)
+    level = math.fsum(ly - exponent * lx for lx, ly in logs) / len(logs)  # best a for that b
+    return math.exp(level + exponent * math.log(x))
+
+
 def t975(df: int) -> float:
     """Student's t quantile for a two-sided 95 % interval (1.96 past 30 degrees of freedom)."""
     if df > 30:
