@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from wirewise.bench import Headroom
 from wirewise.cli import main
-from wirewise.ledger import OK, RawMessages
+from wirewise.ledger import OK, Accounting, RawMessages
 from wirewise.metrics import Histogram, too_few_samples
 from wirewise.plan import Plan, Run, plan_runs, scenario_options
 from wirewise.registry import BACKENDS, backend
@@ -24,6 +25,7 @@ from wirewise.results import (
     Latency,
     Result,
     SchemaError,
+    Step,
     Summary,
     read_summary,
     validate,
@@ -34,6 +36,7 @@ from wirewise.summarize import (
     GENERATOR_SATURATED,
     fit_memory,
     interpolate,
+    step_knee,
     summarize_repeat,
     summarize_run,
 )
@@ -383,3 +386,25 @@ def test_faults_run_kills_restarts_and_accounts_for_every_delivery(tmp_path: Pat
     assert faults["gaps_signalled"] > 0, "clients heard of the restart"
     assert faults["slow_consumer_disconnects"] >= 1
     assert (run / "faults-sse-r1" / "server-restarted.log").exists()
+
+
+def test_a_saturate_step_whose_publisher_lagged_did_not_hold() -> None:
+    """Latency is timed from the schedule, so a step whose publisher fell a send period behind
+    would quote the generator's lag as the transport's: it is not a step that held."""
+    ledger = Accounting(
+        deliveries={"lost": 0},
+        publisher={},
+        latency_us=np.array([], dtype=np.int64),
+        message_of=np.array([], dtype=np.int64),
+        lag_us=np.array([], dtype=np.int64),
+        send_latency_us=np.array([], dtype=np.int64),
+    )
+    on_time = Step(step=10, rate_per_user=57.85, latency_ms=Latency(count=100, p99=50.0))
+    on_time.lag_p99_ms = 17.0  # within one period (17.3 ms)
+    assert step_knee(on_time, 100.0, 90.0, ledger) is None
+    late = replace(on_time, lag_p99_ms=18.1)
+    assert (
+        step_knee(late, 100.0, 90.0, ledger) == "the publisher lagged: lag p99 18.1 ms over 17.3 ms"
+    )
+    slow = replace(on_time, rate_per_user=2.0, lag_p99_ms=9.0)  # the 10 ms floor at low rates
+    assert step_knee(slow, 100.0, 90.0, ledger) is None

@@ -368,7 +368,7 @@ def _saturate(raw: RawRun, repeat: Repeat) -> dict[str, Any]:
             else None,
             generator_cpu_percent=busiest_generator(raw.samples, [(mark["start"], mark["end"])]),
         )
-        step.why = _knee(step, bound, knee_cpu, acct)
+        step.why = step_knee(step, bound, knee_cpu, acct)
         step.held = step.why is None
         repeat.steps.append(step)
         if step.held and holding:
@@ -405,7 +405,8 @@ def _saturate(raw: RawRun, repeat: Repeat) -> dict[str, Any]:
     return {"latency": acct.latency_us, "message_of": acct.message_of}
 
 
-def _knee(step: Step, bound: float, knee_cpu: float, acct: Accounting) -> str | None:
+def step_knee(step: Step, bound: float, knee_cpu: float, acct: Accounting) -> str | None:
+    """Why a saturate step did not hold (it is the knee, or past it), or None when it held."""
     if not step.latency_ms.count:
         return "no delivery was timed"
     if step.latency_ms.p99 is not None and step.latency_ms.p99 > bound:
@@ -414,6 +415,11 @@ def _knee(step: Step, bound: float, knee_cpu: float, acct: Accounting) -> str | 
         return f"{acct.deliveries['lost']} deliveries lost"
     if step.server_cpu_percent is not None and step.server_cpu_percent >= knee_cpu:
         return f"the server at {step.server_cpu_percent:.0f} % CPU"
+    limit = max(LAG_FLOOR_MS, 1000 / step.rate_per_user)
+    if step.lag_p99_ms is not None and step.lag_p99_ms > limit:
+        # Latency is timed from the schedule, so a late publisher's lag is in the step's p99:
+        # the generator, not the transport, would be part of the figure.
+        return f"the publisher lagged: lag p99 {step.lag_p99_ms:,.1f} ms over {limit:,.1f} ms"
     return None
 
 
