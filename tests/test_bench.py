@@ -408,3 +408,22 @@ def test_a_saturate_step_whose_publisher_lagged_did_not_hold() -> None:
     )
     slow = replace(on_time, rate_per_user=2.0, lag_p99_ms=9.0)  # the 10 ms floor at low rates
     assert step_knee(slow, 100.0, 90.0, ledger) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_saturate_ramps_to_the_transports_knee(tmp_path: Path, transport: str) -> None:
+    """Full-scale saturate (about a minute each): the ramp ends at the server (its CPU at the
+    knee, or p99 over the bound), never at the generator, and the result is valid."""
+    argv = ["bench", "--scenario", "saturate", "--transport", transport, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    results = read_summary(run)["results"]
+    for result in results:
+        assert result["stopped_by"].startswith(("latency_bound", "server_cpu")), result[
+            "stopped_by"
+        ]
+        assert result["validity"]["valid"], result["validity"]["reasons"]
+        held = result["highest_rate_held"]
+        assert held["deliveries_per_s"] > 0 and not result["load_generator"]["saturated"]
