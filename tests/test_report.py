@@ -32,6 +32,8 @@ from wirewise.cli import main
 from wirewise.ledger import RawMessages
 from wirewise.registry import backend
 from wirewise.report import ReportFiles, build_report, num, workload
+from wirewise.report.charts import base as charts_base
+from wirewise.report.charts import cost, latency, memory, polling, saturate
 from wirewise.results import (
     SCHEMA_VERSION,
     BytesPerMessage,
@@ -51,6 +53,7 @@ from wirewise.results import (
 )
 
 DATA = Path(__file__).parent / "data"
+CHART_MODULES = (cost, latency, memory, polling, saturate)
 VOID = {
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
     "track", "wbr",
@@ -185,7 +188,7 @@ WINDOW = {"start": 1000.0, "end": 1002.0}
 PARAMETERS: dict[str, dict[str, Any]] = {
     "chat": {"users": 20, "rate_per_user": 4.0, "payload_bytes": 100, "duration_s": 2.0},
     "broadcast": {"users": 51, "rate_per_user": 20.0, "payload_bytes": 100, "duration_s": 2.0},
-    "game": {"users": 8, "rate_per_user": 20.0, "payload_bytes": 100, "duration_s": 2.0},
+    "game": {"users": 8, "rate_per_user": 20.0, "payload_bytes": 50, "duration_s": 2.0},
     "faults": {"users": 40, "rate_per_user": 2.0, "payload_bytes": 100, "duration_s": 6.0,
                "options": {"kill_at": 0.6}},
     "idle": {"users": 300, "payload_bytes": 100, "duration_s": 3.0,
@@ -403,14 +406,15 @@ class Built:
 def build(run: Path, out: Path) -> Built:
     """``build_report``, keeping every figure it saved (to look inside the drawn charts)."""
     figures: dict[str, Figure] = {}
-    original = report.save
+    original = charts_base.save
 
     def keep(fig: Figure, caption: str, directory: Path, name: str, title: str) -> Any:
         figures[name] = fig
         return original(fig, caption, directory, name, title)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report, "save", keep)
+        for module in CHART_MODULES:  # each chart module holds its own reference to save
+            patch.setattr(module, "save", keep)
         files = build_report(run, out)
     return Built(run, load_summary(run), files, figures)
 
@@ -828,7 +832,8 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
 
 def test_the_report_reads_no_bench_module() -> None:
     """A report is readable anywhere: it imports neither the bench nor the CPU-pinning helpers."""
-    source = Path(report.__file__).read_text(encoding="utf-8")
+    package = Path(report.__file__).parent
+    source = "\n".join(p.read_text(encoding="utf-8") for p in sorted(package.rglob("*.py")))
     imported = set(re.findall(r"^(?:from|import) (wirewise\.\w+)", source, re.MULTILINE))
     assert imported.isdisjoint({"wirewise.bench", "wirewise.processes", "wirewise.runner"})
 
@@ -892,3 +897,26 @@ def test_the_cli_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["report", str(run), "--out", str(out)]) == 0
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
+
+
+def test_the_game_workload_quotes_its_recorded_payload() -> None:
+    """Each scenario records the payload it sent (game's is 50): no special case rewrites it."""
+    text = plain(workload([timed_result("game", "ws", 1.0, 2.0)]))
+    assert "50-char text" in text and "100" not in text, text
+
+
+def test_a_single_polling_column_is_labelled_directly(sample: Built) -> None:
+    """One scenario polled: every series is one point, labelled where drawn, with no legend."""
+    fig = sample.figures["polling-interval"]
+    assert fig.legends == []
+    labels = {t.get_text() for t in fig.axes[0].texts}
+    assert {"theory p50 ≈ T/2", "theory p99 ≈ 0.99·T"} <= labels
+    assert any(t.startswith("p50 ") for t in labels) and any(t.startswith("p99 ") for t in labels)
+
+
+def test_no_heading_stands_over_nothing(sample: Built, full: Built) -> None:
+    for built in (sample, full):
+        lines = [line for line in built.markdown.splitlines() if line.strip()]
+        for line, after in itertools.pairwise(lines):
+            if line.startswith("#") and after.startswith("#"):
+                assert len(after) - len(after.lstrip("#")) > len(line) - len(line.lstrip("#")), line

@@ -198,7 +198,7 @@ def bench(
     console = wide_console()
     started = time.monotonic()
     run_dir, summary = measure(plan, console)
-    print_summary(summary.to_json(), console, title=f"wirewise bench: {run_dir.name}")
+    print_summary(summary, console, title=f"wirewise bench: {run_dir.name}")
     console.print(f"wrote {run_dir / 'summary.json'} ({time.monotonic() - started:.0f} s)")
 
 
@@ -339,7 +339,7 @@ def summarize(
         raise typer.BadParameter(f"{run} holds no bench run (no metadata.json)")
     summary = summarize_run(run)
     console = wide_console()
-    print_summary(summary.to_json(), console, title=f"wirewise summarize: {run.name}")
+    print_summary(summary, console, title=f"wirewise summarize: {run.name}")
     console.print(f"wrote {run / 'summary.json'}")
 
 
@@ -391,7 +391,7 @@ def compare(
     console = wide_console()
     started = time.monotonic()
     run_dir, summary = measure(plan, console)
-    print_summary(summary.to_json(), console, title=f"wirewise compare: {run_dir.name}")
+    print_summary(summary, console, title=f"wirewise compare: {run_dir.name}")
     write_report(run_dir, reports, console)
     console.print(f"results in {run_dir}; {time.monotonic() - started:.0f} s in all")
 

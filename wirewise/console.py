@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-
-def label(result: dict[str, Any]) -> str:
-    return str(result["label"])
+from wirewise.report.select import labelled_warnings, run_label
+from wirewise.report.text import group_warnings, kib, runs_text
+from wirewise.results import LoadGenerator, Summary
 
 
 def fmt(value: float | int | None, unit: str = "", digits: int = 1) -> str:
+    """A figure with ``digits`` decimals (a count as a whole number) and its unit; '-' if absent."""
     if value is None:
         return "-"
     text = f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
     return f"{text}{unit}"
 
 
-def kib(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1024:,.1f} KiB"
-
-
-def results_table(summary: dict[str, Any], title: str = "") -> Table:
+def results_table(summary: Summary, title: str = "") -> Table:
+    """One row per result: the figures a reader scans first, invalid ones in red."""
     table = Table(title=title or None, show_lines=False, header_style="bold")
     for name, justify in (
         ("scenario", "left"),
@@ -44,61 +41,51 @@ def results_table(summary: dict[str, Any], title: str = "") -> Table:
         ("!", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for result in summary["results"]:
-        latency = result["latency_ms"]
-        memory = result["memory_per_connection"]
-        wire = result["bytes_per_message"]
+    for result in summary.results:
+        latency = result.latency_ms
+        memory = result.memory_per_connection
+        wire = result.bytes_per_message
         table.add_row(
-            result["scenario"],
-            label(result),
-            fmt(latency["p50"], digits=2),
-            fmt(latency["p99"], digits=2),
-            fmt(latency["count"]),
-            fmt(result["deliveries"]["lost"]) if result["scenario"] != "idle" else "-",
-            fmt(result["throughput_msgs_per_s"], digits=0),
-            fmt(wire["down"], digits=0),
-            fmt(wire["up"], digits=0),
-            fmt(result["server_cpu_ms_per_1k_msgs"], digits=1),
-            ratio(result["load_generator"]),
-            kib(memory["rss_bytes"]),
-            kib(memory["kernel_bytes"]),
-            "yes" if result["validity"]["valid"] else "[red]NO[/]",
-            str(len(result["warnings"])) if result["warnings"] else "",
+            result.scenario,
+            result.label,
+            fmt(latency.p50, digits=2),
+            fmt(latency.p99, digits=2),
+            fmt(latency.count),
+            fmt(result.deliveries.lost) if result.scenario != "idle" else "-",
+            fmt(result.throughput_msgs_per_s, digits=0),
+            fmt(wire.down, digits=0),
+            fmt(wire.up, digits=0),
+            fmt(result.server_cpu_ms_per_1k_msgs, digits=1),
+            ratio(result.load_generator),
+            kib(memory.rss_bytes, unit=" KiB"),
+            kib(memory.kernel_bytes, unit=" KiB"),
+            "yes" if result.valid else "[red]NO[/]",
+            str(len(result.warnings)) if result.warnings else "",
         )
     return table
 
 
-def ratio(generator: dict[str, Any]) -> str:
+def ratio(generator: LoadGenerator) -> str:
     """The load generator's CPU per delivery against the server's: "7.1/20.3"."""
-    mine, theirs = generator.get("cpu_us_per_delivery"), generator.get("server_cpu_us_per_delivery")
+    mine, theirs = generator.cpu_us_per_delivery, generator.server_cpu_us_per_delivery
     if mine is None or theirs is None:
         return "-"
     return f"{mine:,.1f}/{theirs:,.1f}"
 
 
-def grouped_warnings(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """Warnings that read the same but for their numbers, with the runs they concern."""
-    groups: dict[str, tuple[str, list[str]]] = {}
-    for result in summary["results"]:
-        for warning in result["warnings"]:
-            key = re.sub(r"\d[\d,.]*", "#", warning)
-            _, runs = groups.setdefault(key, (warning, []))
-            runs.append(f"{result['scenario']}/{label(result)}")
-    return list(groups.values())
-
-
-def print_summary(summary: dict[str, Any], console: Console | None = None, title: str = "") -> None:
-    """The table, then every warning (similar ones on one line, naming each run)."""
+def print_summary(summary: Summary, console: Console | None = None, title: str = "") -> None:
+    """The table, then every warning (similar ones on one line, naming each run; the grouping
+    is the report's, :func:`wirewise.report.text.group_warnings`)."""
     console = console or Console()
     console.print(results_table(summary, title))
-    for result in summary["results"]:
-        if not result["validity"]["valid"]:
-            for why in result["validity"]["reasons"]:
-                console.print(f"[red]invalid {result['scenario']}/{label(result)}:[/] {why}")
-    for text, runs in grouped_warnings(summary):
-        where = runs[0] if len(runs) == 1 else f"{len(runs)} runs ({', '.join(runs)})"
-        example = text if len(runs) == 1 else f"{text} (numbers vary)"
-        console.print(f"[yellow]! {where}:[/] {example}")
+    for result in summary.results:
+        if not result.valid:
+            for why in result.validity.reasons:
+                console.print(f"[red]invalid {run_label(result)}:[/] {why}")
+    for group in group_warnings(labelled_warnings(summary.results)):
+        runs = group.runs
+        example = group.example if len(runs) == 1 else f"{group.example} (numbers vary)"
+        console.print(f"[yellow]! {runs_text(runs, 'runs')}:[/] {example}")
 
 
 def print_decision(decision: Any, console: Console | None = None) -> None:

@@ -1,0 +1,129 @@
+"""The report as one list of blocks: verdict, conditions, a section per scenario, costs, warnings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wirewise.report.blocks import Block, Bullets, Figures, Heading, Para, slug
+from wirewise.report.charts.base import Chart
+from wirewise.report.conditions import (
+    cores_text,
+    repeats_text,
+    sampling_text,
+    short_commit,
+    started,
+    workload,
+)
+from wirewise.report.select import of, poll_results, scenarios_in, valid
+from wirewise.report.tables import (
+    conditions_table,
+    cost_table,
+    idle_table,
+    invalid_list,
+    latency_table,
+    polling_table,
+    reliability_table,
+    saturate_steps_table,
+    saturate_table,
+    warning_groups,
+)
+from wirewise.report.text import X
+from wirewise.report.verdict import verdict
+from wirewise.results import Summary
+
+
+def document(
+    summary: Summary, run_dir: Path, charts: dict[str, Chart], skipped: list[str]
+) -> list[Block]:
+    metadata = summary.metadata
+    figures = Figures(charts)
+    good = len(valid(summary.results))
+    blocks: list[Block] = [
+        Heading(1, f"wirewise report: run {run_dir.name}"),
+        Para(
+            f"{len(summary.results)} results (scenario {X} transport; {good} valid) from"
+            f" {started(metadata)}, on {metadata.get('cpu_model', 'an unknown CPU')}"
+            f" ({cores_text(metadata)}), commit {short_commit(str(metadata.get('git_commit', '')))}."
+            " Latencies in milliseconds with 95 % intervals in brackets, memory in KiB (1,024"
+            " bytes), bytes per message as TCP payload and on the wire (with IP/TCP headers)."
+        ),
+        Heading(2, "Verdict", "verdict"),
+        Bullets(list(verdict(summary))),
+        Heading(2, "Conditions", "conditions"),
+        conditions_table(summary),
+    ]
+    for scenario in scenarios_in(summary):
+        results = of(summary, scenario)
+        if scenario == "faults":
+            blocks.append(Heading(2, "Reliability (scenario: faults)", "reliability"))
+            blocks.append(Para(f"{workload(results)}. {RELIABILITY_TEXT}"))
+            blocks.append(reliability_table(results))
+            blocks += invalid_list(results)
+            blocks.append(Heading(3, "faults: delivery latency through the faults"))
+            blocks.append(latency_table(results, with_ci=False))
+            continue
+        blocks.append(Heading(2, f"Scenario: {scenario}", slug(f"scenario {scenario}")))
+        blocks.append(Para(f"{workload(results)}."))
+        if scenario == "idle":
+            blocks.append(idle_table(results))
+            blocks += invalid_list(results)
+            blocks += figures.place("memory-per-connection", "memory-fit")
+        elif scenario == "saturate":
+            blocks.append(saturate_table(results))
+            blocks += invalid_list(results)
+            blocks += figures.place("saturate-hockey-stick")
+            steps = saturate_steps_table(results)
+            if steps.rows:
+                blocks.append(Heading(3, "saturate: every ramp step"))
+                blocks.append(steps)
+        else:
+            blocks.append(latency_table(results))
+            blocks += invalid_list(results)
+            blocks += figures.place(f"latency-{scenario}", f"cdf-{scenario}")
+    if not summary.results:
+        blocks.append(Para("This run holds no results."))
+    costs = cost_table(summary)
+    if costs.rows:
+        blocks.append(Heading(2, "Cost per delivery", "cost"))
+        blocks.append(Para(f"{sampling_text(metadata)}; {repeats_text(summary)}."))
+        blocks.append(costs)
+        blocks += figures.place("cpu-per-1k", "bytes-per-message")
+    polls = poll_results(summary)
+    if polls:
+        blocks.append(Heading(2, "Short polling against its interval", "polling"))
+        blocks.append(polling_table(polls))
+        blocks += figures.place("polling-interval")
+    blocks.append(Heading(2, "Warnings", "warnings"))
+    groups = warning_groups(summary)
+    blocks.append(Bullets(groups) if groups else Para("No result carries a warning."))
+    leftover = figures.rest()
+    if leftover:
+        blocks.append(Heading(2, "Other charts", "charts"))
+        blocks += leftover
+    if skipped:
+        blocks.append(Heading(3, "Charts not drawn"))
+        blocks.append(Bullets(list(skipped)))
+    return without_empty_sections(blocks)
+
+
+RELIABILITY_TEXT = (
+    "Mid-run the server is killed with SIGKILL and started again on the same port; meanwhile one"
+    " reader stops reading while a flood of large messages goes to its room. Every expected"
+    " delivery is checked one by one: delivered, lost with a gap (the killed process's history,"
+    " signalled), or lost silently (the protocol allows none)."
+)
+
+
+def without_empty_sections(blocks: list[Block]) -> list[Block]:
+    """The blocks less every heading with nothing under it (the next block is a heading of
+    the same or a higher level, or there is none): a title over no content says nothing."""
+    kept: list[Block] = []
+    for i, block in enumerate(blocks):
+        if isinstance(block, Heading):
+            following = blocks[i + 1] if i + 1 < len(blocks) else None
+            if following is None or (
+                isinstance(following, Heading) and following.level <= block.level
+            ):
+                continue
+        kept.append(block)
+    return kept
