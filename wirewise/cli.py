@@ -9,12 +9,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from wirewise.results import Summary
+    from wirewise.servers.config import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(
     add_completion=False,
@@ -28,12 +31,12 @@ def _root() -> None:
     """Does this application really need WebSockets? Measure it."""
 
 
-def parse_settings(pairs: list[str], **given: object) -> object:
+def parse_settings(pairs: list[str], **given: object) -> Settings:
     """``Settings`` from ``--set name=value`` pairs plus explicit options (None = default)."""
     from wirewise.servers.config import Settings
 
     known = {f.name: f for f in dataclasses.fields(Settings)}
-    values: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         name = name.strip().replace("-", "_")
@@ -54,7 +57,7 @@ def parse_settings(pairs: list[str], **given: object) -> object:
                 f"{name} takes a {type(default).__name__}, not {raw!r}"
             ) from None
     try:
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings(**values)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -115,7 +118,7 @@ def serve(
         loop=loop,
     )
     try:
-        run(plan, settings)  # type: ignore[arg-type]
+        run(plan, settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except OSError as exc:
@@ -423,6 +426,11 @@ def load_run(results: Path | None) -> tuple[Path, Summary]:
         raise typer.BadParameter(f"{run}: {exc}") from None
 
 
+def ask(value: T | None, question: str, kind: type[T]) -> T:
+    """A workload figure from its flag, or asked at the terminal when the flag was not given."""
+    return value if value is not None else typer.prompt(question, type=kind)
+
+
 @app.command()
 def decide(
     clients: Annotated[int | None, typer.Option(help="Concurrent clients.")] = None,
@@ -459,35 +467,28 @@ def decide(
     from wirewise.decide import Workload, WorkloadError
     from wirewise.decide import decide as run_decide
 
-    def ask(value: Any, question: str, kind: type) -> Any:
-        return value if value is not None else typer.prompt(question, type=kind)
-
     asked = {
         "clients": clients,
         "push_rate": push_rate,
         "send_rate": send_rate,
         "latency_ms": latency_ms,
     }
-    if any(v is None for v in asked.values()):
-        if not sys.stdin.isatty() or json_out:
-            missing = ", ".join(f"--{k.replace('_', '-')}" for k, v in asked.items() if v is None)
-            raise typer.BadParameter(f"give {missing} (or run in a terminal to be asked)")
-        clients = ask(clients, "How many clients are connected at once", int)
-        push_rate = ask(push_rate, "Messages per second each client receives", float)
-        send_rate = ask(send_rate, "Messages per second each client sends", float)
-        latency_ms = ask(latency_ms, "p99 latency the application needs, in ms", float)
+    interactive = any(v is None for v in asked.values())
+    if interactive and (not sys.stdin.isatty() or json_out):
+        missing = ", ".join(f"--{k.replace('_', '-')}" for k, v in asked.items() if v is None)
+        raise typer.BadParameter(f"give {missing} (or run in a terminal to be asked)")
+    figures = (
+        ask(clients, "How many clients are connected at once", int),
+        ask(push_rate, "Messages per second each client receives", float),
+        ask(send_rate, "Messages per second each client sends", float),
+        ask(latency_ms, "p99 latency the application needs, in ms", float),
+    )
+    if interactive:
         proxy_blocks_upgrade = proxy_blocks_upgrade or typer.confirm(
             "Does the clients' network block WebSocket upgrades?", default=False
         )
     try:
-        workload = Workload(
-            clients,  # type: ignore[arg-type]
-            push_rate,  # type: ignore[arg-type]
-            send_rate,  # type: ignore[arg-type]
-            latency_ms,  # type: ignore[arg-type]
-            payload_bytes,
-            proxy_blocks_upgrade,
-        )
+        workload = Workload(*figures, payload_bytes, proxy_blocks_upgrade)
     except WorkloadError as exc:
         flag = f"'--{exc.field.replace('_', '-')}'"
         raise typer.BadParameter(exc.message, param_hint=flag) from None

@@ -11,6 +11,26 @@ from wirewise.report.select import labelled_warnings, run_label
 from wirewise.report.text import group_warnings, kib, runs_text
 from wirewise.results import LoadGenerator, Summary
 
+COLUMNS = (
+    "scenario",
+    "transport",
+    "p50 ms",
+    "p99 ms",
+    "samples",
+    "lost",
+    "msgs/s",
+    "bytes/msg down",
+    "bytes/msg up",
+    "CPU ms/1k",
+    "gen/server us",
+    "RSS/conn",
+    "kernel/conn",
+    "valid",
+    "!",
+)
+LEFT = {"scenario", "transport", "valid"}
+"""Columns of words; the rest are figures, aligned right."""
+
 
 def fmt(value: float | int | None, unit: str = "", digits: int = 1) -> str:
     """A figure with ``digits`` decimals (a count as a whole number) and its unit; '-' if absent."""
@@ -23,24 +43,8 @@ def fmt(value: float | int | None, unit: str = "", digits: int = 1) -> str:
 def results_table(summary: Summary, title: str = "") -> Table:
     """One row per result: the figures a reader scans first, invalid ones in red."""
     table = Table(title=title or None, show_lines=False, header_style="bold")
-    for name, justify in (
-        ("scenario", "left"),
-        ("transport", "left"),
-        ("p50 ms", "right"),
-        ("p99 ms", "right"),
-        ("samples", "right"),
-        ("lost", "right"),
-        ("msgs/s", "right"),
-        ("bytes/msg down", "right"),
-        ("bytes/msg up", "right"),
-        ("CPU ms/1k", "right"),
-        ("gen/server us", "right"),
-        ("RSS/conn", "right"),
-        ("kernel/conn", "right"),
-        ("valid", "left"),
-        ("!", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name in COLUMNS:
+        table.add_column(name, justify="left" if name in LEFT else "right")
     for result in summary.results:
         latency = result.latency_ms
         memory = result.memory_per_connection
