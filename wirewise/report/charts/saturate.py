@@ -75,7 +75,7 @@ def chart_saturate(ctx: Context) -> Chart | None:
     counts = [s.latency_ms.count for r in results for s in r.steps if s.latency_ms.count]
     caption = (
         "Each point is one step of the ramp: deliveries per second against that step's p99 delivery"
-        " latency. A step holds when p99 ≤ the bound and every message is delivered."
+        " latency. A step holds when p99 ≤ the bound, every message is delivered, the server stays under the knee's CPU and the publisher keeps its schedule."
         + (f" Samples per step: {min(counts):,}-{max(counts):,}." if counts else "")
         + invalid_caption(results, "Dotted and hollow, not comparable")
         + f" saturate: {workload(everything)}. {ctx.machine}."
