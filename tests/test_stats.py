@@ -72,6 +72,8 @@ def test_fit_line_with_its_slope_interval() -> None:
     assert noisy["slope_low"] < noisy["slope"] < noisy["slope_high"]
     with pytest.raises(ValueError):
         stats.fit_line([1.0, 1.0], [2.0, 3.0])
+    with pytest.raises(ValueError):
+        stats.fit_line([1.0], [1.0])
 
 
 def test_power_law_follows_a_falling_cost_per_unit() -> None:

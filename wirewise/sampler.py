@@ -8,8 +8,6 @@ the server under test pays only for being observed by the kernel (``/proc`` read
   memory and slab objects, and the load generator's CPU (so a saturated load generator is seen).
 - :class:`ByteCounter` reads the kernel's per-connection TCP counters with ``ss`` (iproute2) and
   sums the payload bytes each way over every connection ever seen on the server's port.
-- :func:`fit_line` is the least-squares fit the runner uses to turn RSS against connections into
-  bytes per connection.
 
 Choices measured on this machine (2 cores, kernel 6.18, 5,000 idle loopback connections):
 
@@ -603,29 +601,3 @@ class ByteCounter:
                 for i, (now, base) in enumerate(zip(conn.now, conn.base, strict=True)):
                     totals[i] += now - base
         return dict(zip(COUNTED, totals, strict=True))
-
-
-# --- fitting -----------------------------------------------------------------------------
-
-
-def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
-    """Least-squares line through (xs, ys): (slope, intercept, r_squared).
-
-    The closed-form formula on centred data (stable for x in the thousands and y in the
-    gigabytes), in plain Python with math.fsum: no numpy import for a dozen points. When every
-    y is equal the horizontal line fits exactly and r_squared is 1.0.
-    """
-    if len(xs) != len(ys):
-        raise ValueError(f"xs and ys differ in length: {len(xs)} != {len(ys)}")
-    if len(set(xs)) < 2:
-        raise ValueError("fit_line needs at least 2 distinct x values")
-    n = len(xs)
-    mx, my = math.fsum(xs) / n, math.fsum(ys) / n
-    sxx = math.fsum((x - mx) ** 2 for x in xs)
-    sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    slope = sxy / sxx
-    intercept = my - slope * mx
-    ss_res = math.fsum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys, strict=True))
-    ss_tot = math.fsum((y - my) ** 2 for y in ys)
-    r_squared = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return slope, intercept, r_squared
