@@ -21,7 +21,6 @@ from wirewise.sampler import (
     Sample,
     Sampler,
     count_established,
-    fit_line,
     parse_ss_info,
     sockstat,
     tcp_slab_caches,
@@ -220,15 +219,17 @@ def test_tcp_slab_caches_as_root() -> None:
     assert set(before) <= set(TCP_SLAB_CACHES)
     active, size = before["TCP"]
     assert size > 1000  # struct tcp_sock is a couple of KiB on any recent kernel
-    # 50 loopback pairs are 100 more TCP objects (other processes' sockets come and go: a margin)
-    listener = socket.create_server(("127.0.0.1", 0))
+    # 250 loopback pairs are 500 more TCP objects. slabinfo's active count leaves out objects
+    # parked in per-CPU partial slabs (up to a few dozen: 51 of 100 was seen after a long
+    # bench), and other processes' sockets come and go, hence the margin and the large count.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
     pairs = []
-    for _ in range(50):
+    for _ in range(250):
         client = socket.create_connection(listener.getsockname())
         pairs.append((client, listener.accept()[0]))
     try:
         grown = tcp_slab_caches()["TCP"][0] - active
-        assert 60 <= grown <= 200, f"{grown} TCP objects for 100 sockets"
+        assert 400 <= grown <= 650, f"{grown} TCP objects for 500 sockets"
     finally:
         for client, server in pairs:
             client.close()
@@ -386,22 +387,3 @@ def test_parse_ss_info_reads_the_continuation_line() -> None:
     first = parsed[("127.0.0.1:41647", "127.0.0.1:60282")]
     assert first.wire_sent == 10_000 + 2 * (20 + 20 + 12), "IPv4 + TCP + timestamps per segment"
     assert first.wire_received == 9_000 + 4 * 52
-
-
-# --- fit_line ------------------------------------------------------------------------------
-
-
-def test_fit_line_exact_noisy_and_degenerate() -> None:
-    xs = [0.0, 1_000.0, 2_000.0, 4_000.0, 8_000.0]
-    slope, intercept, r2 = fit_line(xs, [3 * x + 5 for x in xs])
-    assert (slope, intercept, r2) == (pytest.approx(3.0), pytest.approx(5.0), pytest.approx(1.0))
-
-    noisy = [3 * x + 5 + e for x, e in zip(xs, [40.0, -60.0, 25.0, -10.0, 30.0], strict=True)]
-    slope, intercept, r2 = fit_line(xs, noisy)
-    assert 0.9 < r2 < 1.0
-    assert slope == pytest.approx(3.0, rel=0.05)
-
-    with pytest.raises(ValueError):
-        fit_line([7.0, 7.0, 7.0], [1.0, 2.0, 3.0])
-    with pytest.raises(ValueError):
-        fit_line([1.0], [1.0])
