@@ -122,7 +122,9 @@ def serve(
         # Everything made so far (modules, the app) lives as long as the process: keep it out
         # of the garbage collector's full passes, which otherwise walk it all every few seconds
         # under load (25-60 ms pauses with ~60,000 objects, measured here) and stall deliveries.
+        # What connections make later is walked too, so full passes are made rarer (Settings).
         gc.freeze()
+        gc.set_threshold(settings.gc_threshold, *gc.get_threshold()[1:])
         (announce or _print)(line)
 
     try:

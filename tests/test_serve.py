@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -159,3 +160,31 @@ def test_serve_refuses_bad_arguments_with_a_sentence(
 ) -> None:
     assert main(argv) == 2
     assert says in " ".join(capsys.readouterr().err.split())
+
+
+GC_PROBE = """
+import gc, os, signal, sys
+from wirewise.servers.config import Settings
+from wirewise.servers.serve import ServerPlan, serve
+
+def ready(line):
+    print(gc.get_threshold()[0], gc.get_freeze_count() > 0, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+serve(ServerPlan(sys.argv[1], sys.argv[2], port=0), Settings(gc_threshold=int(sys.argv[3])), ready)
+"""
+
+
+@pytest.mark.parametrize(("transport", "server"), [("sse", "uvicorn"), ("h2", "hypercorn")])
+def test_a_ready_server_has_frozen_its_startup_and_set_its_gc_threshold(
+    transport: str, server: str
+) -> None:
+    """Full collections walk every connection's objects: a served process is told how often."""
+    done = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, transport, server, "12345"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["12345", "True"]
