@@ -21,6 +21,7 @@ from wirewise.metrics import Histogram, too_few_samples
 from wirewise.plan import Plan, Run, plan_runs, scenario_options
 from wirewise.registry import BACKENDS, backend
 from wirewise.results import (
+    METADATA_KEYS,
     SCHEMA_VERSION,
     Latency,
     Result,
@@ -277,24 +278,7 @@ def test_one_invalid_repeat_makes_the_result_invalid(tmp_path: Path) -> None:
     make_run(run / "chat-ws-r2", lag_us=150_000)
     run_json = json.loads((run / "chat-ws-r2" / "run.json").read_text())
     (run / "chat-ws-r2" / "run.json").write_text(json.dumps({**run_json, "repeat": 2}))
-    (run / "metadata.json").write_text(
-        json.dumps(
-            {
-                k: "x"
-                for k in (
-                    "wirewise_version",
-                    "git_commit",
-                    "python",
-                    "platform",
-                    "cpu_model",
-                    "cores",
-                    "kernel",
-                    "started_at",
-                    "argv",
-                )
-            }
-        )
-    )
+    (run / "metadata.json").write_text(json.dumps({k: "x" for k in METADATA_KEYS}))
     summary = summarize_run(run)
     (result,) = summary.results
     assert [r.validity.valid for r in result.repeats] == [True, False]
