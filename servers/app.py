@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
@@ -40,10 +39,6 @@ from wirewise.servers.ws import ws_endpoint
 
 SWEEP_INTERVAL = 1.0
 """Seconds between presence sweeps (polling users who stopped polling leave)."""
-
-
-def stats_of(ctx: Context, started: float) -> dict[str, object]:
-    return {"uptime_s": round(time.monotonic() - started, 3), **ctx.core.stats()}
 
 
 HELD_ROUTE = re.compile(r"/rooms/([^/]+)/(stream|ws|events)")
@@ -155,13 +150,12 @@ class _Raw:
 
 def build_app(ctx: Context | None = None) -> ASGIApp:
     ctx = ctx or make_context()
-    started = time.monotonic()
 
     async def healthz(request: Request) -> Response:
         return json_response({"ok": True})
 
     async def stats(request: Request) -> Response:
-        return json_response(stats_of(ctx, started))
+        return json_response(ctx.stats())
 
     document = json.dumps(openapi.schema(), separators=(",", ":"))
 

@@ -6,10 +6,14 @@ the bare websockets server and the tcp floor alike).
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+
 from wirewise.servers.aio import Ticker
 from wirewise.servers.auth import Tokens
 from wirewise.servers.config import Settings
-from wirewise.servers.core import ChatCore
+from wirewise.servers.core import Broker, ChatCore
 
 __all__ = ["Context", "make_context"]
 
@@ -24,8 +28,19 @@ class Context:
         # Ticks every SSE stream each half heartbeat (servers.sse.Stream.tick); run by the
         # application's lifespan.
         self.heartbeats = Ticker(core.settings.heartbeat / 2)
+        self.started = time.monotonic()
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        """Which process answered (``GET /stats``): behind a balancer, one of several."""
+
+    def stats(self) -> dict[str, object]:
+        """``GET /stats``: which instance, how long up, and the core's and broker's counts."""
+        return {
+            "instance": self.instance,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            **self.core.stats(),
+        }
 
 
-def make_context(settings: Settings | None = None) -> Context:
+def make_context(settings: Settings | None = None, broker: Broker | None = None) -> Context:
     settings = settings or Settings()
-    return Context(ChatCore(settings), Tokens(settings.secret, settings.token_max_age))
+    return Context(ChatCore(settings, broker), Tokens(settings.secret, settings.token_max_age))

@@ -7,8 +7,10 @@ of which the last ``history`` are kept. The base is the broker's start time in m
 ids never repeat across restarts: a cursor from an earlier process is always below this one's
 ids and gets an explicit ``gap``, never a silent skip (with ids from 1 after every restart, an
 old cursor that the new ids had caught up with looked current). Storing and fanning out go through a :class:`Broker`; the only
-implementation here keeps everything in this process (:class:`MemoryBroker`). A networked
-broker (Redis streams) would let several processes share rooms.
+implementation here keeps everything in this process (:class:`MemoryBroker`);
+:mod:`wirewise.servers.redis_broker` shares rooms between processes through Redis. A send is
+the one call that may wait for the broker (``await ChatCore.send``): it needs the event's id for
+its acknowledgement, and a shared broker numbers events elsewhere.
 
 A :class:`Subscriber` is one live reader of a room: an SSE stream, a WebSocket, a TCP
 connection, or a held long poll. When it opens, the core attaches it to the room and takes
@@ -21,7 +23,7 @@ Membership: a user is in a room while it holds at least one member subscription 
 (push transports), or while it has polled within ``presence_timeout`` (polling transports,
 expired by :meth:`ChatCore.sweep`). Joining and leaving are room events like messages.
 
-Everything is synchronous and single-threaded; transports call in from one event loop and
+Everything else is synchronous and single-threaded; transports call in from one event loop and
 learn about new events through :attr:`Subscriber.notify`. The clock is injected, so tests
 drive time by hand.
 """
@@ -31,7 +33,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Protocol, TypeVar, cast
 
@@ -39,9 +41,12 @@ from wirewise import protocol
 from wirewise.protocol import Gap, NewMessage, ProtocolError, SendMessage, UserJoined, UserLeft
 from wirewise.servers.config import Settings
 
-__all__ = ["Broker", "ChatCore", "MemoryBroker", "Stored", "Subscriber"]
+__all__ = ["Broker", "ChatCore", "MemoryBroker", "RoomLogs", "Sent", "Stored", "Subscriber"]
 
 K = TypeVar("K")
+
+Sent = tuple[int, bool]
+"""A send's outcome: the event's id, and whether it is new (False: a retry of a stored one)."""
 
 SHUTDOWN = "shutdown"
 """Close reason when the server stops (not an error: clients reconnect and resume)."""
@@ -52,10 +57,10 @@ class Stored:
 
     __slots__ = ("_frames", "id", "json", "message")
 
-    def __init__(self, message: protocol.RoomEvent) -> None:
+    def __init__(self, message: protocol.RoomEvent, json: str | None = None) -> None:
         self.message = message
         self.id = message.id
-        self.json = protocol.encode(message)
+        self.json = protocol.encode(message) if json is None else json
         self._frames: dict[str, bytes] | None = None
 
     def frame(self, kind: str, build: Callable[[Stored], bytes]) -> bytes:
@@ -81,6 +86,7 @@ class Subscriber:
         "queue",
         "reason",
         "room",
+        "seen",
         "user",
     )
 
@@ -97,10 +103,13 @@ class Subscriber:
         self.closed = False
         self.reason: str | None = None
         self.notify: Callable[[], None] | None = None
+        self.seen = 0
+        """The client's cursor when no replay covered it: a shared broker's process may attach
+        us before its mirror reaches that id, and what arrives up to it is not news."""
 
     def push(self, event: Stored) -> bool:
         """Queue a live event; False when the queue is full (the caller drops us)."""
-        if self.closed:
+        if self.closed or event.id <= self.seen:
             return True
         if len(self.queue) >= self.limit:
             return False
@@ -135,12 +144,25 @@ class Subscriber:
 class Broker(Protocol):
     """Where events are stored and fanned out; the seam for a networked broker."""
 
+    drop: Callable[[list[Subscriber], str], None]
+    """Ends subscriptions with a reason (set by the core): ``slow_consumer`` for a queue that
+    was full when an event came; ``shutdown`` for a shared broker's mirror that lost its
+    place (the clients resume and learn what is gone)."""
+
     def publish(
-        self, room: str, build: Callable[[int], protocol.RoomEvent]
-    ) -> tuple[Stored, list[Subscriber]]:
+        self,
+        room: str,
+        build: Callable[[int], protocol.RoomEvent],
+        dedupe: tuple[str, str] | None = None,
+        presence: tuple[str, int] | None = None,
+    ) -> Sent | Awaitable[Sent]:
         """Store the event ``build(next_id)`` and queue it to the room's subscribers.
 
-        Returns the stored event and the subscribers whose queues were full.
+        For a broker shared by several processes: ``dedupe`` is (user, client_msg_id), as a
+        retry may land on another process; ``presence`` is (user, +1 or -1) on a join or leave
+        seen by this process, and the event is stored only when the user's count over every
+        process goes 0 -> 1 or 1 -> 0 (id 0 otherwise). A broker in one process leaves both to
+        the core. The outcome is at hand (in-process) or awaited (numbered elsewhere).
         """
         ...
 
@@ -166,8 +188,12 @@ class _Log:
         self.subscribers: dict[Subscriber, None] = {}
 
 
-class MemoryBroker:
-    """Rooms held in this process: a bounded log and a subscriber set per room."""
+class RoomLogs:
+    """Rooms as this process holds them: a bounded log and the local subscribers of each.
+
+    The in-process broker is this plus numbering; a shared broker keeps the same logs as a
+    mirror of what it is told, so replay and attach stay local and synchronous.
+    """
 
     def __init__(self, history: int, base: int | None = None) -> None:
         self._history = history
@@ -177,6 +203,7 @@ class MemoryBroker:
         self._logs: dict[str, _Log] = {}
         self.events_stored = 0
         self.deliveries = 0
+        self.drop: Callable[[list[Subscriber], str], None] = _ignore
 
     def _log(self, room: str) -> _Log:
         log = self._logs.get(room)
@@ -184,17 +211,15 @@ class MemoryBroker:
             log = self._logs[room] = _Log(self._history, self.base)
         return log
 
-    def publish(
-        self, room: str, build: Callable[[int], protocol.RoomEvent]
-    ) -> tuple[Stored, list[Subscriber]]:
-        log = self._log(room)
-        event = Stored(build(log.last_id + 1))  # validated before the id is taken
+    def _append(self, log: _Log, event: Stored) -> None:
+        """The next event of ``log``: kept, and queued to the room's subscribers."""
         log.last_id = event.id
         log.history.append(event)
         self.events_stored += 1
         full = [sub for sub in log.subscribers if not sub.push(event)]
         self.deliveries += len(log.subscribers) - len(full)
-        return event, full
+        if full:
+            self.drop(full, "slow_consumer")
 
     def replay(self, room: str, after: int) -> tuple[list[Stored], Gap | None]:
         log = self._log(room)
@@ -230,6 +255,26 @@ class MemoryBroker:
             "events_held": sum(len(log.history) for log in self._logs.values()),
             "deliveries": self.deliveries,
         }
+
+
+class MemoryBroker(RoomLogs):
+    """Rooms held in this process, numbered here: the default for one process."""
+
+    def publish(
+        self,
+        room: str,
+        build: Callable[[int], protocol.RoomEvent],
+        dedupe: tuple[str, str] | None = None,
+        presence: tuple[str, int] | None = None,
+    ) -> Sent:
+        log = self._log(room)
+        event = Stored(build(log.last_id + 1))  # validated before the id is taken
+        self._append(log, event)
+        return event.id, True
+
+
+def _ignore(subs: list[Subscriber], reason: str) -> None:
+    """A broker's ``drop`` until a core takes it over."""
 
 
 def _count_up(counts: dict[K, int], key: K) -> int:
@@ -270,6 +315,7 @@ class ChatCore:
     ) -> None:
         self.settings = settings or Settings()
         self.broker: Broker = broker or MemoryBroker(self.settings.history)
+        self.broker.drop = self._drop_many
         self.clock = clock
         self._streams: dict[tuple[str, str], int] = {}  # (room, user) -> member subscriptions
         self._pollers: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> last poll
@@ -284,7 +330,7 @@ class ChatCore:
 
     # -- sending -------------------------------------------------------------------------
 
-    def send(self, user: str, room: str, message: SendMessage) -> tuple[int, bool]:
+    async def send(self, user: str, room: str, message: SendMessage) -> Sent:
         """Store ``message`` from ``user``; returns (id, created). Idempotent by client_msg_id."""
         self._check(user, room)
         if message.room is not None and message.room != room:
@@ -295,7 +341,7 @@ class ChatCore:
             return seen[key], False
         self._take_token(user)
         now_us = int(self.clock() * 1_000_000)
-        event = self._publish(
+        sent = self.broker.publish(
             room,
             lambda i: NewMessage(
                 id=i,
@@ -306,14 +352,17 @@ class ChatCore:
                 sent_at=message.sent_at,
                 ts=now_us,
             ),
+            key,
         )
+        msg_id, created = sent if isinstance(sent, tuple) else await sent
         if key is not None:
+            seen = self._idempotent.get(room)
             if seen is None:
                 seen = self._idempotent[room] = OrderedDict()
-            seen[key] = event.id
+            seen[key] = msg_id
             if len(seen) > self.settings.history:  # remembered as long as the event is
                 seen.popitem(last=False)
-        return event.id, True
+        return msg_id, created
 
     def _take_token(self, user: str) -> None:
         now = self.clock()
@@ -338,13 +387,18 @@ class ChatCore:
         for user in [u for u, b in self._buckets.items() if now - b.stamp >= refill]:
             del self._buckets[user]
 
-    def _publish(self, room: str, build: Callable[[int], protocol.RoomEvent]) -> Stored:
-        event, full = self.broker.publish(room, build)
-        for sub in full:
+    def _joined(self, room: str, user: str) -> None:
+        """Announce a join nobody waits for (a shared broker reports its own failures)."""
+        self.broker.publish(room, partial(_joined, room=room, user=user), None, (user, 1))
+
+    def _left(self, room: str, user: str) -> None:
+        self.broker.publish(room, partial(_left, room=room, user=user), None, (user, -1))
+
+    def _drop_many(self, subs: list[Subscriber], reason: str) -> None:
+        for sub in subs:
             if sub in self._subs:  # not already dropped by a nested publish (its user_left)
-                self.slow_consumers += 1
-                self._drop(sub, "slow_consumer")
-        return event
+                self.slow_consumers += reason == "slow_consumer"
+                self._drop(sub, reason)
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -358,6 +412,8 @@ class ChatCore:
         if after is not None:
             events, gap = self.broker.replay(room, after)
             sub.backlog = [gap, *events] if gap is not None else list(events)
+            if gap is None and not events:
+                sub.seen = after
         self.broker.attach(room, sub)
         self._subs[sub] = None
         _count_up(self._subs_by_user, user)
@@ -365,7 +421,7 @@ class ChatCore:
         if not member:
             _count_up(self._held, key)
         elif _count_up(self._streams, key) == 0 and key not in self._pollers:
-            self._publish(room, lambda i: UserJoined(id=i, room=room, user=user))
+            self._joined(room, user)
         return sub
 
     def admissible(self, user: str) -> None:
@@ -405,7 +461,7 @@ class ChatCore:
         if not sub.member:
             _count_down(self._held, key)
         elif _count_down(self._streams, key) == 0 and key not in self._pollers:
-            self._publish(sub.room, lambda i: UserLeft(id=i, room=sub.room, user=sub.user))
+            self._left(sub.room, sub.user)
 
     def close_all(self, reason: str = SHUTDOWN) -> int:
         """End every subscription (server shutdown); returns how many there were."""
@@ -429,7 +485,7 @@ class ChatCore:
         else:
             self._pollers[key] = self.clock()
             if key not in self._streams:
-                self._publish(room, lambda i: UserJoined(id=i, room=room, user=user))
+                self._joined(room, user)
         if after is None:
             return [], self.broker.last_id(room)
         events, gap = self.broker.replay(room, after)
@@ -453,7 +509,7 @@ class ChatCore:
             gone += 1
             room, user = key
             if key not in self._streams:
-                self._publish(room, partial(_left, room=room, user=user))
+                self._left(room, user)
         return gone
 
     # -- reading -------------------------------------------------------------------------
@@ -485,6 +541,11 @@ class ChatCore:
         }
 
 
+def _joined(msg_id: int, *, room: str, user: str) -> UserJoined:
+    """A ``user_joined`` for the broker to number (bound with ``partial``)."""
+    return UserJoined(id=msg_id, room=room, user=user)
+
+
 def _left(msg_id: int, *, room: str, user: str) -> UserLeft:
-    """A ``user_left`` for :meth:`ChatCore._publish` to number (bound with ``partial``)."""
+    """A ``user_left`` for the broker to number (bound with ``partial``)."""
     return UserLeft(id=msg_id, room=room, user=user)

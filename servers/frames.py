@@ -13,22 +13,24 @@ from wirewise.servers.core import ChatCore
 __all__ = ["handle_frame", "handle_ws_frame"]
 
 
-def handle_frame(core: ChatCore, user: str, room: str, data: str | bytes) -> Ack | protocol.Error:
+async def handle_frame(
+    core: ChatCore, user: str, room: str, data: str | bytes
+) -> Ack | protocol.Error:
     """One client message (a frame, a line) to its answer: ``ack`` or ``error``."""
     try:
         message = protocol.decode_client(data, max_text=core.settings.max_text)
         if not isinstance(message, SendMessage):
             raise ProtocolError("unknown_type", f"{message.type!r} cannot be sent here")
-        msg_id, _ = core.send(user, room, message)
+        msg_id, _ = await core.send(user, room, message)
     except ProtocolError as exc:
         return exc.to_message()
     return Ack(client_msg_id=message.client_msg_id, id=msg_id)
 
 
-def handle_ws_frame(
+async def handle_ws_frame(
     core: ChatCore, user: str, room: str, data: str | bytes | None
 ) -> Ack | protocol.Error:
     """A WebSocket frame: text only (a binary frame is answered ``bad_message``)."""
     if not isinstance(data, str):
         return protocol.Error("bad_message", "frames are JSON text, not binary")
-    return handle_frame(core, user, room, data)
+    return await handle_frame(core, user, room, data)

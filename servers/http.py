@@ -38,6 +38,7 @@ STATUS = {
     "rate_limited": 429,
     "too_many_connections": 503,
     "slow_consumer": 409,
+    "unavailable": 503,
 }
 
 
@@ -198,7 +199,7 @@ async def send_endpoint(ctx: Context, request: Request) -> Response:
         message = protocol.decode_client(body, max_text=ctx.settings.max_text)
         if not isinstance(message, SendMessage):
             raise ProtocolError("unknown_type", f"{message.type!r} is not sent over HTTP")
-        msg_id, created = ctx.core.send(user, room, message)
+        msg_id, created = await ctx.core.send(user, room, message)
     except ProtocolError as exc:
         return error_response(exc, cors)
     except Disconnected:

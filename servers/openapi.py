@@ -36,7 +36,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "forbidden_origin: a browser origin that is not allowed",
         413: "message_too_large: text over the limit or a body over max_body",
         429: "rate_limited (with Retry-After)",
-        503: "too_many_connections",
+        503: "too_many_connections, or unavailable (a shared broker did not answer)",
     }
     return {str(s): _json(_ref("Error"), said[s]) for s in statuses}
 
@@ -169,7 +169,7 @@ def schema() -> dict[str, Any]:
                     "responses": {
                         "201": _json(_ref("Id"), "stored"),
                         "200": _json(_ref("Id"), "a retry: the id stored the first time"),
-                        **_errors(400, 401, 403, 413, 429),
+                        **_errors(400, 401, 403, 413, 429, 503),
                     },
                 }
             },

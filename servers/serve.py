@@ -7,7 +7,10 @@
 | ws with ``--server websockets`` | bare websockets | WebSocket only, without an ASGI framework |
 | tcp | asyncio | newline-delimited JSON (the floor) |
 
-Every server serves the same core. On SIGTERM or Ctrl-C the core ends every subscription
+Every server serves the same core. Its rooms live in this process (the default), or in Redis
+(``broker="redis://host:port"``), shared with every other process that names the same Redis.
+With ``reuse_port`` several processes bind one port and the kernel spreads connections over
+them (``SO_REUSEPORT``). On SIGTERM or Ctrl-C the core ends every subscription
 first (streams finish, sockets close with 1001), then the server stops: clients see a clean
 end and reconnect with their cursor.
 """
@@ -43,6 +46,10 @@ class ServerPlan:
     certfile: Path | None = None
     keyfile: Path | None = None
     loop: str = "auto"
+    broker: str = "memory"
+    """``memory`` (rooms in this process) or a ``redis://`` URL (rooms shared through it)."""
+    reuse_port: bool = False
+    """Bind with ``SO_REUSEPORT``, so that several instances share the port."""
 
 
 def default_server(transport: str) -> str:
@@ -70,11 +77,13 @@ def check_plan(plan: ServerPlan) -> None:
         raise ValueError("TLS is offered for h2 only (browsers speak HTTP/2 only over TLS)")
     if bool(plan.certfile) != bool(plan.keyfile):
         raise ValueError("--certfile and --keyfile go together")
+    if plan.broker != "memory" and not plan.broker.startswith(("redis://", "unix://")):
+        raise ValueError(f"--broker takes memory or a redis:// URL, not {plan.broker!r}")
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=False)
+    sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=reuse_port)
     sock.setblocking(False)
     return sock
 
@@ -103,8 +112,7 @@ def serve(
 ) -> None:
     """Serve until SIGTERM / SIGINT. ``announce`` gets the line that says where we listen."""
     check_plan(plan)
-    ctx = make_context(settings)
-    sock = bind(plan.host, plan.port)
+    sock = bind(plan.host, plan.port, plan.reuse_port)
     certfile, keyfile = plan.certfile, plan.keyfile
     if plan.tls and certfile is None:
         from wirewise.servers.h2 import self_signed
@@ -117,6 +125,12 @@ def serve(
         line += f" certificate {certfile}"
     loop = new_loop(plan.loop)
     asyncio.set_event_loop(loop)
+    broker = None
+    if plan.broker != "memory":
+        from wirewise.servers.redis_broker import RedisBroker
+
+        broker = RedisBroker(plan.broker, settings.history)
+    ctx = make_context(settings, broker)
 
     def ready() -> None:
         # Everything made so far (modules, the app) lives as long as the process: keep it out
@@ -128,7 +142,11 @@ def serve(
         (announce or _print)(line)
 
     try:
+        if broker is not None:
+            loop.run_until_complete(broker.start())  # the rooms loaded before we listen
         loop.run_until_complete(_serve(plan, ctx, sock, certfile, keyfile, ready))
+        if broker is not None:
+            loop.run_until_complete(broker.close())
     finally:
         loop.close()
 

@@ -18,6 +18,7 @@ A connection's first line stands in for the URL of the other transports:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from wirewise import protocol
@@ -27,6 +28,8 @@ from wirewise.servers.core import Stored, Subscriber
 from wirewise.servers.frames import handle_frame
 
 NEWLINE = b"\n"
+BACKLOG_LINES = 64
+"""Sends read ahead of their answers before the connection stops reading (backpressure)."""
 
 
 def _event_line(event: Stored) -> bytes:
@@ -50,6 +53,8 @@ class FloorProtocol(asyncio.Protocol):
         self.user = ""
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
+        self.sends: deque[bytes] = deque()
+        self.sending: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -89,7 +94,11 @@ class FloorProtocol(asyncio.Protocol):
     def _line(self, raw: bytes) -> None:
         assert self.transport is not None
         if self.sub is not None:
-            self.transport.write(line(handle_frame(self.ctx.core, self.user, self.sub.room, raw)))
+            self.sends.append(raw)
+            if self.sending is None:
+                self.sending = asyncio.ensure_future(self._answer_sends())
+            elif len(self.sends) >= BACKLOG_LINES:
+                self.transport.pause_reading()
             return
         try:
             first = protocol.decode_client(raw)
@@ -112,6 +121,20 @@ class FloorProtocol(asyncio.Protocol):
             self.timer.cancel()
         self.sub.notify = self.flush
         self.flush()
+
+    async def _answer_sends(self) -> None:
+        """Each send answered in the order read (a send may wait for a shared broker)."""
+        try:
+            while self.sends and self.sub is not None:
+                raw = self.sends.popleft()
+                answer = await handle_frame(self.ctx.core, self.user, self.sub.room, raw)
+                if self.transport is None:
+                    return
+                self.transport.write(line(answer))
+                if len(self.sends) < BACKLOG_LINES and not self.transport.is_closing():
+                    self.transport.resume_reading()
+        finally:
+            self.sending = None
 
     def flush(self) -> None:
         sub, transport = self.sub, self.transport

@@ -165,7 +165,7 @@ async def ws_endpoint(ctx: Context, scope: Scope, receive: Receive, send: Send) 
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 break
-            writer.answer(handle_ws_frame(ctx.core, user, room, message.get("text")))
+            writer.answer(await handle_ws_frame(ctx.core, user, room, message.get("text")))
     except OSError:
         pass
     except asyncio.CancelledError:

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -94,7 +93,6 @@ class BareServer:
     def __init__(self, ctx: Context, keepalive: Keepalive) -> None:
         self.ctx = ctx
         self.keepalive = keepalive
-        self.started = time.monotonic()
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         scope = scope_of(request)
@@ -104,11 +102,7 @@ class BareServer:
             if path == "/healthz":
                 return _json(connection, 200, '{"ok":true}')
             if path == "/stats":
-                stats = {
-                    "uptime_s": round(time.monotonic() - self.started, 3),
-                    **self.ctx.core.stats(),
-                }
-                return _json(connection, 200, json.dumps(stats))
+                return _json(connection, 200, json.dumps(self.ctx.stats()))
             if path == "/login":
                 return self._login(connection, scope, cors)
             if not scope["path_params"]:
@@ -149,7 +143,7 @@ class BareServer:
         try:
             while True:  # recv() rather than ``async for``: no async generator per socket
                 data = await connection.recv()
-                writer.answer(handle_ws_frame(core, user, room, data))
+                writer.answer(await handle_ws_frame(core, user, room, data))
                 if sub.closed:
                     break
         except ConnectionClosed:

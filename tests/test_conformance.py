@@ -1,8 +1,10 @@
 """One script, every transport: the backends must be indistinguishable to a chat client.
 
 Each test runs against real servers (``wirewise serve T --port 0``) with the real clients, once
-per backend in :data:`tests.servers.BACKENDS`. Rooms and users are unique per test, so the
-tests share one server per backend.
+per backend in :data:`tests.servers.BACKENDS` with its rooms in the process, once with them in
+Redis (``--broker``), and for the HTTP transports once more through a balancer in front of three
+processes sharing Redis (``--instances 3``), where consecutive requests reach different
+processes. Rooms and users are unique per test, so the tests share one server per setup.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, needs
 from tests.servers import BACKENDS, ServerProcess, start
 from wirewise.clients import Client, Refused, Subscription, SubscriptionFailed, client_for
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage, UserJoined, UserLeft
@@ -27,10 +29,25 @@ PUSH = {"sse", "h2", "ws", "ws@websockets", "tcp"}
 WAIT = 5.0
 
 
+BALANCED = [("sse", "haproxy"), ("ws", "haproxy"), ("longpoll", "nginx"), ("poll", "nginx")]
+"""Setups behind a balancer: each transport on one, both balancers, both push styles."""
+SETUPS = [
+    *((name, "memory") for name in BACKENDS),
+    *((name, "redis") for name in BACKENDS),
+    *BALANCED,
+]
+
+
 @dataclass
 class Backend:
     name: str
     server: ServerProcess
+    setup: str = "memory"
+
+    @property
+    def balanced(self) -> bool:
+        """Behind a balancer: each request may reach another of the processes."""
+        return self.setup in ("haproxy", "nginx")
 
     @property
     def transport(self) -> str:
@@ -54,11 +71,18 @@ class Backend:
         return client
 
 
-@pytest.fixture(scope="module", params=list(BACKENDS))
+@pytest.fixture(scope="module", params=SETUPS, ids=[f"{n}-{s}" for n, s in SETUPS])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    server = start(request.param, *TEST_SETTINGS)
+    name, setup = request.param
+    if setup == "memory":
+        server = start(name, *TEST_SETTINGS)
+    elif setup == "redis":
+        server = start(name, *TEST_SETTINGS, "--broker", request.getfixturevalue("redis_url"))
+    else:
+        needs(setup)
+        server = start(name, *TEST_SETTINGS, "--instances", "3", "--balancer", setup)
     try:
-        yield Backend(request.param, server)
+        yield Backend(name, server, setup)
     finally:
         server.stop()
 
@@ -485,7 +509,8 @@ def test_health_and_stats(backend: Backend, clients: Callable[[Client], Client])
         assert http.get(f"{backend.server.http_url}/healthz").status_code == 200
         stats = http.get(f"{backend.server.http_url}/stats").json()
     assert stats["events_stored"] >= 1
-    if backend.name in PUSH:
+    assert stats["instance"]  # which process answered
+    if backend.name in PUSH and not backend.balanced:
         kind = {"ws@websockets": "ws"}.get(backend.name, backend.name)
         assert stats["connections"].get(kind, 0) >= 1
 
@@ -502,14 +527,14 @@ import gevent
 from wirewise.clients import client_for
 from wirewise.protocol import NewMessage
 
-transport, url = sys.argv[1], sys.argv[2]
+transport, url, room = sys.argv[1], sys.argv[2], sys.argv[3]
 kwargs = {"interval": 0.05} if transport == "poll" else {}
 alice, bob = client_for(transport, url, **kwargs), client_for(transport, url, **kwargs)
 alice.login("alice"); bob.login("bob")
 got = []
-sub = bob.subscribe("gevent-room", after=0, on_message=got.append)
+sub = bob.subscribe(room, after=0, on_message=got.append)
 assert sub.wait_connected(5), "not connected"
-senders = [gevent.spawn(alice.send, "gevent-room", f"g{i}") for i in range(5)]
+senders = [gevent.spawn(alice.send, room, f"g{i}") for i in range(5)]
 gevent.joinall(senders, timeout=10, raise_error=True)
 for _ in range(200):
     if sum(isinstance(m, NewMessage) for m in got) >= 5:
@@ -530,7 +555,7 @@ def test_clients_work_under_gevent(backend: Backend) -> None:
     from tests.servers import ROOT
 
     done = subprocess.run(
-        [sys.executable, "-c", GEVENT_SCRIPT, backend.transport, backend.url],
+        [sys.executable, "-c", GEVENT_SCRIPT, backend.transport, backend.url, unique("gevent")],
         cwd=ROOT,
         capture_output=True,
         text=True,

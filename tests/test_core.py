@@ -52,6 +52,17 @@ class Counter:
         self.calls += 1
 
 
+def send(core: ChatCore, user: str, room: str, msg: SendMessage) -> tuple[int, bool]:
+    """``await core.send(...)`` with the in-process broker, which never waits: run to its end."""
+    step = core.send(user, room, msg)
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    step.close()
+    raise AssertionError("a send through the in-process broker waited")
+
+
 def make_core(**overrides: object) -> tuple[ChatCore, FakeClock]:
     options: dict[str, object] = {"history": 5, "queue": 3, "presence_timeout": 30.0}
     options.update(overrides)
@@ -75,7 +86,7 @@ def message(
 
 def say(core: ChatCore, user: str, text: str = "hi", *, room: str = ROOM) -> int:
     """Send a new message and return its id."""
-    msg_id, created = core.send(user, room, message(text))
+    msg_id, created = send(core, user, room, message(text))
     assert created
     return msg_id
 
@@ -158,9 +169,9 @@ def test_ids_are_per_room_start_at_one_and_strictly_increase() -> None:
 def test_events_carry_clock_ts_and_pass_sent_at_and_client_msg_id_through() -> None:
     core, clock = make_core()
     clock.advance(0.25)
-    assert core.send("ada", ROOM, message("hello", cmid="c-1", sent_at=123)) == (1, True)
+    assert send(core, "ada", ROOM, message("hello", cmid="c-1", sent_at=123)) == (1, True)
     clock.advance(1.5)
-    assert core.send("ada", ROOM, message("again")) == (2, True)
+    assert send(core, "ada", ROOM, message("again")) == (2, True)
     events, gap = core.broker.replay(ROOM, 0)
     assert gap is None
     assert [e.message for e in events] == [
@@ -289,25 +300,25 @@ def test_cursor_beyond_last_id_gets_a_gap_and_the_whole_history(
 
 def test_same_client_msg_id_is_stored_once() -> None:
     core, _ = make_core()
-    assert core.send("ada", ROOM, message("hi", cmid="c1")) == (1, True)
-    assert core.send("ada", ROOM, message("hi", cmid="c1")) == (1, False)
-    assert core.send("ada", ROOM, message("hi", room=ROOM, cmid="c1")) == (1, False)
+    assert send(core, "ada", ROOM, message("hi", cmid="c1")) == (1, True)
+    assert send(core, "ada", ROOM, message("hi", cmid="c1")) == (1, False)
+    assert send(core, "ada", ROOM, message("hi", room=ROOM, cmid="c1")) == (1, False)
     assert core.stats()["events_stored"] == 1
     assert log(core) == [(1, "msg", "ada", "hi")]
 
 
 def test_client_msg_id_is_scoped_to_user_and_room() -> None:
     core, _ = make_core()
-    assert core.send("ada", ROOM, message(cmid="c1")) == (1, True)
-    assert core.send("bob", ROOM, message(cmid="c1")) == (2, True)
-    assert core.send("ada", "other", message(cmid="c1")) == (1, True)
-    assert core.send("bob", ROOM, message(cmid="c1")) == (2, False)
+    assert send(core, "ada", ROOM, message(cmid="c1")) == (1, True)
+    assert send(core, "bob", ROOM, message(cmid="c1")) == (2, True)
+    assert send(core, "ada", "other", message(cmid="c1")) == (1, True)
+    assert send(core, "bob", ROOM, message(cmid="c1")) == (2, False)
     assert core.stats()["events_stored"] == 3
 
 
 def test_send_without_client_msg_id_is_always_new() -> None:
     core, _ = make_core()
-    assert [core.send("ada", ROOM, message("same")) for _ in range(3)] == [
+    assert [send(core, "ada", ROOM, message("same")) for _ in range(3)] == [
         (1, True),
         (2, True),
         (3, True),
@@ -546,32 +557,32 @@ def test_sends_are_rate_limited_by_a_token_bucket() -> None:
     core, clock = make_core(send_rate=10, send_burst=3)
     for _ in range(3):
         say(core, "ada")
-    refused("rate_limited", lambda: core.send("ada", ROOM, message()))
+    refused("rate_limited", lambda: send(core, "ada", ROOM, message()))
     assert core.stats()["rate_limited"] == 1
     assert core.stats()["events_stored"] == 3
     say(core, "bob")  # another user has its own bucket
     clock.advance(0.1)  # one token at 10/s
     assert say(core, "ada") == 5
-    refused("rate_limited", lambda: core.send("ada", ROOM, message()))
+    refused("rate_limited", lambda: send(core, "ada", ROOM, message()))
     clock.advance(10)  # refills to the burst, not beyond
     for _ in range(3):
         say(core, "ada")
-    refused("rate_limited", lambda: core.send("ada", ROOM, message()))
+    refused("rate_limited", lambda: send(core, "ada", ROOM, message()))
 
 
 def test_idempotent_retry_is_not_rate_limited() -> None:
     core, clock = make_core(send_rate=10, send_burst=3)
-    assert [core.send("ada", ROOM, message(cmid=f"c{i}")) for i in range(3)] == [
+    assert [send(core, "ada", ROOM, message(cmid=f"c{i}")) for i in range(3)] == [
         (1, True),
         (2, True),
         (3, True),
     ]
-    refused("rate_limited", lambda: core.send("ada", ROOM, message(cmid="c3")))
-    assert core.send("ada", ROOM, message(cmid="c0")) == (1, False)
-    assert core.send("ada", ROOM, message(cmid="c2")) == (3, False)
+    refused("rate_limited", lambda: send(core, "ada", ROOM, message(cmid="c3")))
+    assert send(core, "ada", ROOM, message(cmid="c0")) == (1, False)
+    assert send(core, "ada", ROOM, message(cmid="c2")) == (3, False)
     assert core.stats()["rate_limited"] == 1
     clock.advance(0.1)
-    assert core.send("ada", ROOM, message(cmid="c3")) == (4, True)  # the refused one was not kept
+    assert send(core, "ada", ROOM, message(cmid="c3")) == (4, True)  # the refused one was not kept
 
 
 # -- connection limits ---------------------------------------------------------------------
@@ -616,11 +627,11 @@ def test_max_connections_in_total() -> None:
 
 def test_send_for_another_room_is_bad_room() -> None:
     core, _ = make_core()
-    refused("bad_room", lambda: core.send("ada", ROOM, message(room="elsewhere")))
+    refused("bad_room", lambda: send(core, "ada", ROOM, message(room="elsewhere")))
     assert core.stats()["events_stored"] == 0
     assert core.broker.last_id(ROOM) == 0
     assert core.broker.last_id("elsewhere") == 0
-    assert core.send("ada", ROOM, message(room=ROOM)) == (1, True)
+    assert send(core, "ada", ROOM, message(room=ROOM)) == (1, True)
 
 
 @pytest.mark.parametrize("room", ["", "a/b", "../x", "r" * 65, "a b", "café", "a\x00b"])
@@ -632,7 +643,7 @@ def test_invalid_room_names_are_bad_room(room: str) -> None:
         lambda: core.waiter("ada", room),
         lambda: core.poll("ada", room, None),
         lambda: core.poll("ada", room, 0),
-        lambda: core.send("ada", room, message()),
+        lambda: send(core, "ada", room, message()),
     ):
         refused("bad_room", call)
     stats = core.stats()
@@ -757,7 +768,7 @@ def test_refused_send_does_not_break_replay() -> None:
     core, _ = make_core(history=50)
     say(core, "ada", "one")
     with pytest.raises(ProtocolError):
-        core.send("not a user!", ROOM, message("bad"))
+        send(core, "not a user!", ROOM, message("bad"))
     second = say(core, "ada", "two")
     say(core, "ada", "three")
     sub = core.subscribe("bob", ROOM, second, "sse")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -95,8 +97,38 @@ def serve(
         list[str] | None,
         typer.Option("--set", help="Any limit as name=value (see servers/config.py)."),
     ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="memory (rooms in this process; the default for one), redis (a Redis of our"
+            " own; the default for --instances) or redis://HOST:PORT."
+        ),
+    ] = None,
+    instances: Annotated[
+        int, typer.Option(help="Server processes sharing rooms through Redis, behind a balancer.")
+    ] = 1,
+    balancer: Annotated[
+        str, typer.Option(help="With --instances: haproxy | nginx | reuseport.")
+    ] = "haproxy",
+    reuse_port: Annotated[
+        bool, typer.Option(help="Bind with SO_REUSEPORT (several processes share the port).")
+    ] = False,
 ) -> None:
     """Serve the chat over one transport until Ctrl-C / SIGTERM."""
+    if instances > 1:
+        if tls or certfile:
+            raise typer.BadParameter("--instances serves cleartext (put TLS on the balancer)")
+        shared = [*(f"--set={item}" for item in set_ or []), f"--loop={loop}"]
+        shared += [f"--allow-origin={origin}" for origin in allow_origin or []]
+        if presence_timeout is not None:
+            shared.append(f"--presence-timeout={presence_timeout}")
+        if heartbeat is not None:
+            shared.append(f"--heartbeat={heartbeat}")
+        _serve_cluster(
+            transport, host, port, server, broker or "redis", instances, balancer, tuple(shared)
+        )
+        return
+    broker = broker or "memory"
     from wirewise.servers.serve import ServerPlan, default_server
     from wirewise.servers.serve import serve as run
 
@@ -116,14 +148,83 @@ def serve(
         certfile=certfile,
         keyfile=keyfile,
         loop=loop,
+        broker=broker,
+        reuse_port=reuse_port,
     )
+    redis = None
     try:
+        if broker == "redis":  # a Redis of our own, for as long as we serve
+            import tempfile
+
+            from wirewise.cluster import start_redis
+
+            redis = start_redis(Path(tempfile.mkdtemp(prefix="wirewise-")))
+            print(redis.line(), file=sys.stderr, flush=True)
+            plan = dataclasses.replace(plan, broker=redis.address)
         run(plan, settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except OSError as exc:
         typer.echo(f"wirewise: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
+    except RuntimeError as exc:  # the broker did not answer
+        typer.echo(f"wirewise: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        if redis is not None:
+            redis.stop()
+            shutil.rmtree(redis.log.parent, ignore_errors=True)
+
+
+def _serve_cluster(
+    transport: str,
+    host: str,
+    port: int,
+    server: str | None,
+    broker: str,
+    instances: int,
+    balancer: str,
+    serve_args: tuple[str, ...],
+) -> None:
+    """Redis, the instances and the balancer; the first line says where clients connect."""
+    from wirewise.cluster import ClusterPlan, start_cluster
+    from wirewise.registry import ready_line
+
+    if broker == "memory":
+        raise typer.BadParameter(
+            "instances share rooms through Redis: --broker redis (ours) or redis://HOST:PORT"
+        )
+    plan = ClusterPlan(
+        transport=transport,
+        instances=instances,
+        balancer=balancer,
+        broker=None if broker == "redis" else broker,
+        server=server,
+        host=host,
+        port=port,
+        serve_args=serve_args,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        cluster = start_cluster(plan)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except RuntimeError as exc:
+        typer.echo(f"wirewise: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        print(ready_line(transport, cluster.url, balancer, os.getpid()), flush=True)
+        for part in cluster.parts:
+            print(part.line(), flush=True)
+        while not stop.wait(0.5):
+            dead = [part for part in cluster.parts if part.proc.poll() is not None]
+            if cluster.balancer in dead or cluster.redis in dead:
+                typer.echo(f"wirewise: {dead[0].name} exited; stopping", err=True)
+                break
+    finally:
+        cluster.stop()
 
 
 @app.command()

@@ -25,7 +25,16 @@ import psutil
 
 from wirewise.registry import Backend, parse_ready_line
 
-__all__ = ["Server", "child_setup", "cores", "process_tree", "start_server", "stop_process"]
+__all__ = [
+    "Server",
+    "await_ready",
+    "child_setup",
+    "cores",
+    "forward",
+    "process_tree",
+    "start_server",
+    "stop_process",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 20.0
@@ -136,6 +145,19 @@ def start_server(
         argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=handle, preexec_fn=child_setup(server_cores)
     )
     assert proc.stdout is not None
+    try:
+        url = await_ready(proc, handle, backend.label)
+    except RuntimeError as exc:
+        stop_process(proc)
+        proc.stdout.close()
+        handle.close()
+        raise RuntimeError(f"{exc}; see {log}") from None
+    return Server(backend, proc, url, int(url.rsplit(":", 1)[1]), log, forward(proc.stdout, handle))
+
+
+def await_ready(proc: subprocess.Popen[bytes], handle: IO[bytes], label: str) -> str:
+    """Copy ``wirewise serve``'s output to ``handle`` up to its ready line; returns its URL."""
+    assert proc.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT
     line = b""
     while time.monotonic() < deadline:
@@ -145,18 +167,12 @@ def start_server(
         handle.write(line)
         ready = parse_ready_line(line.decode(errors="replace"))
         if ready is not None:
-            url = ready[1]
             handle.flush()
-            return Server(
-                backend, proc, url, int(url.rsplit(":", 1)[1]), log, _forward(proc.stdout, handle)
-            )
-    stop_process(proc)
-    proc.stdout.close()
-    handle.close()
-    raise RuntimeError(f"{backend.label} did not start: {line!r}; see {log}")
+            return ready[1]
+    raise RuntimeError(f"{label} did not start: {line!r}")
 
 
-def _forward(stream: IO[bytes], handle: IO[bytes]) -> threading.Thread:
+def forward(stream: IO[bytes], handle: IO[bytes]) -> threading.Thread:
     """Copy the server's remaining output to its log until it exits."""
 
     def pump() -> None:

@@ -84,6 +84,7 @@ ERROR_CODES = frozenset(
         "rate_limited",
         "too_many_connections",
         "slow_consumer",
+        "unavailable",
     }
 )
 

@@ -1,0 +1,181 @@
+"""Several processes behind a balancer, sharing rooms through Redis: ``serve --instances``.
+
+The conformance suite runs the HTTP transports through a balancer already; here is what only a
+cluster has: requests spread over its instances, every part stopped with it, a Redis emptied
+under a running server, and an instance killed with SIGKILL while clients listen and send.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import TEST_SETTINGS, needs
+from tests.servers import ServerProcess, start
+from wirewise.clients import Client, client_for
+from wirewise.cluster import start_redis
+from wirewise.protocol import Gap, NewMessage, UserJoined
+
+PART = re.compile(r"wirewise: (instance \d+|redis|haproxy|nginx) at (\S+) \(pid (\d+)\)")
+WAIT = 10.0
+
+
+def cluster(transport: str, balancer: str, *extra: str) -> ServerProcess:
+    needs("redis")
+    if balancer != "reuseport":
+        needs(balancer)
+    args = ("--instances", "3", "--balancer", balancer, *TEST_SETTINGS, *extra)
+    return start(transport, *args)
+
+
+def parts(server: ServerProcess, expected: int) -> dict[str, tuple[str, int]]:
+    """name -> (address, pid), from the lines the launcher prints after its first."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        found = {m[1]: (m[2], int(m[3])) for m in map(PART.search, server.output) if m}
+        if len(found) >= expected:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"the launcher named fewer than {expected} parts: {server.output}")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def started() -> Iterator[list[ServerProcess]]:
+    servers: list[ServerProcess] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("balancer", ["haproxy", "nginx", "reuseport"])
+def test_requests_spread_over_the_instances_and_every_part_stops(
+    started: list[ServerProcess], balancer: str
+) -> None:
+    server = cluster("sse", balancer)
+    started.append(server)
+    named = parts(server, 4 if balancer == "reuseport" else 5)
+    answered = set()
+    for _ in range(24):  # a new connection each time
+        answered.add(httpx.get(f"{server.url}/stats", timeout=5).json()["instance"])
+    assert len(answered) >= 2, answered
+    pids = [pid for _, pid in named.values()]
+    assert all(psutil.pid_exists(pid) for pid in pids)
+    assert server.terminate() == 0
+    deadline = time.monotonic() + WAIT
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if _alive(pid)], "a part outlived its launcher"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse", "longpoll"])
+def test_a_killed_instance_loses_nothing(started: list[ServerProcess], transport: str) -> None:
+    """kill -9 one of three instances mid-conversation: its clients reconnect through the
+    balancer to a survivor and resume from their cursor; the sender's retry is deduplicated
+    by Redis. Every listener ends with every message once, in order, without a gap."""
+    server = cluster(transport, "haproxy")
+    started.append(server)
+    named = parts(server, 5)
+    room = unique("failover")
+    sender = client_for(transport, server.url)
+    sender.login(unique("sender"))
+    listeners: list[Client] = []
+    try:
+        subs = []
+        for n in range(9):
+            client = client_for(transport, server.url)
+            client.login(f"listener{n}")
+            listeners.append(client)
+            subs.append(client.subscribe(room, after=0))
+        assert all(sub.wait_connected(WAIT) for sub in subs)
+        victim = _busiest_instance(named, transport)
+        texts = [f"m{i:02d}" for i in range(20)]
+        for i, text in enumerate(texts):
+            if i == 10:
+                os.killpg(named[victim][1], signal.SIGKILL)
+            sender.send(room, text)
+        for sub in subs:
+            got: list[object] = []
+            deadline = time.monotonic() + WAIT
+            while sum(isinstance(m, NewMessage) for m in got) < len(texts):
+                message = sub.get(max(deadline - time.monotonic(), 0.01))
+                if message is None and time.monotonic() > deadline:
+                    break
+                if message is not None:
+                    got.append(message)
+            assert not [m for m in got if isinstance(m, Gap)]
+            assert [m.text for m in got if isinstance(m, NewMessage)] == texts
+        assert sum(sub.reconnects for sub in subs) >= 1, "nobody was on the killed instance"
+    finally:
+        for client in [sender, *listeners]:
+            client.close()
+
+
+def _busiest_instance(named: dict[str, tuple[str, int]], transport: str) -> str:
+    """The instance holding the most of our listeners (asked directly, not via the balancer)."""
+    held = {}
+    for name, (address, _) in named.items():
+        if name.startswith("instance"):
+            stats = httpx.get(f"{address}/stats", timeout=5).json()
+            held[name] = stats["subscriptions"] if transport != "longpoll" else stats["pollers"]
+    return max(held, key=lambda name: held[name])
+
+
+def test_an_emptied_redis_starts_a_new_era_with_an_explicit_gap(
+    started: list[ServerProcess], tmp_path: Path
+) -> None:
+    """Redis restarted without its data: ids go on above every old one, and an old cursor is
+    answered with a gap, never a silent skip (nor a replay of someone else's messages)."""
+    import redis
+
+    needs("redis")
+    own = start_redis(tmp_path)  # emptied below: not the session's shared one
+    redis_url = own.address
+    try:
+        _emptied(started, redis_url, redis.Redis.from_url(redis_url))
+    finally:
+        own.stop()
+
+
+def _emptied(started: list[ServerProcess], redis_url: str, redis: Any) -> None:
+    server = start("ws", *TEST_SETTINGS, "--broker", redis_url)
+    started.append(server)
+    room = unique("era")
+    with client_for("ws", server.url) as ada:
+        ada.login("ada")
+        old = [ada.send(room, f"old{i}") for i in range(3)]
+        redis.flushall()
+        new = ada.send(room, "new")
+        assert new > max(old)
+        sub = ada.subscribe(room, after=old[-1])
+        got = []
+        while not got or not isinstance(got[-1], NewMessage):
+            message = sub.get(WAIT)
+            assert message is not None, got
+            if not isinstance(message, UserJoined):
+                got.append(message)
+        # Told at once, or (the process had not seen the new era yet) when it does: the
+        # stream ends as at a shutdown, and the resume is answered with the gap.
+        gaps = [m for m in got if isinstance(m, Gap)]
+        assert [g.requested_after for g in gaps] == [old[-1]]
+        assert got[-1].text == "new" and got[-1].id == new

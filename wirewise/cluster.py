@@ -1,0 +1,409 @@
+"""One backend on several processes: Redis for the shared rooms, N ``wirewise serve`` instances,
+and a balancer in front (HAProxy, nginx, or the kernel's ``SO_REUSEPORT``).
+
+Every part is a child process in its own process group, started on a free loopback port and
+stopped by its pid (SIGTERM, then SIGKILL); each one also gets SIGTERM from the kernel if this
+process dies first (``PR_SET_PDEATHSIG``), so nothing outlives the launcher. The balancer
+configurations are generated here, with the settings every transport needs: WebSocket upgrades
+tunnelled, event streams and long polls never buffered, timeouts longer than the heartbeat and
+the long-poll wait, and a failed instance skipped for new connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from wirewise.processes import ROOT, await_ready, forward, stop_process
+
+__all__ = ["BALANCERS", "Cluster", "ClusterPlan", "Part", "start_cluster", "start_redis"]
+
+BALANCERS = ("haproxy", "nginx", "reuseport")
+START_TIMEOUT = 20.0
+FILE_LIMIT = 20_000
+"""Open files per process on this machine (the hard limit)."""
+MAX_PROXIED = FILE_LIMIT // 2 - 100
+"""Client connections one balancer process can proxy: each holds two descriptors."""
+PROGRAMS = {"redis": "redis-server", "haproxy": "haproxy", "nginx": "nginx"}
+"""Debian's programs for each part (``apt install redis-server haproxy nginx-light``)."""
+
+
+@dataclass
+class Part:
+    """One process of a cluster: what it is, where it answers, its pid and its log."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    address: str
+    log: Path
+    pump: threading.Thread | None = None
+    """Copies its output to ``log`` (a full pipe would stall it)."""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def line(self) -> str:
+        return f"wirewise: {self.name} at {self.address} (pid {self.pid})"
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        status = stop_process(self.proc, grace)
+        self._release()
+        return status
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (no clean shutdown, no goodbyes to clients)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+        self._release()
+
+    def _release(self) -> None:
+        if self.pump is not None:
+            self.pump.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    transport: str
+    instances: int = 3
+    balancer: str = "haproxy"
+    broker: str | None = None
+    """A ``redis://`` URL to share; None starts a Redis of our own."""
+    server: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    serve_args: tuple[str, ...] = ()
+    """More ``wirewise serve`` options for every instance (``--set``, ``--presence-timeout``)."""
+
+
+@dataclass
+class Cluster:
+    plan: ClusterPlan
+    url: str = ""
+    redis: Part | None = None
+    instances: list[Part] = field(default_factory=list)
+    balancer: Part | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="wirewise-")))
+
+    @property
+    def parts(self) -> list[Part]:
+        front = [self.balancer] if self.balancer is not None else []
+        back = [self.redis] if self.redis is not None else []
+        return [*front, *self.instances, *back]
+
+    def stop(self) -> None:
+        """Front to back: the balancer, the instances (clients see them end), then Redis."""
+        for part in self.parts:
+            part.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def check_plan(plan: ClusterPlan) -> None:
+    """Refuse what cannot work, with a sentence that says why."""
+    if plan.instances < 1:
+        raise ValueError(f"--instances takes 1 or more, not {plan.instances}")
+    if plan.balancer not in BALANCERS:
+        raise ValueError(f"--balancer takes {' | '.join(BALANCERS)}, not {plan.balancer!r}")
+    if plan.broker is not None and not plan.broker.startswith(("redis://", "unix://")):
+        raise ValueError(
+            "several instances share rooms through Redis: --broker redis or redis://HOST:PORT"
+        )
+    if plan.balancer == "nginx" and plan.transport == "tcp":
+        raise ValueError(
+            "the tcp floor is balanced by haproxy or reuseport (nginx-light has no stream module)"
+        )
+    for name in ("redis", plan.balancer):
+        if (
+            name in PROGRAMS
+            and shutil.which(PROGRAMS[name]) is None
+            and (name != "redis" or plan.broker is None)
+        ):
+            raise ValueError(
+                f"{PROGRAMS[name]} is not installed (Debian: apt install "
+                f"{'nginx-light' if name == 'nginx' else PROGRAMS[name]})"
+            )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the part that takes it binds it next)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _own_group_dying_with_us() -> None:
+    """For ``Popen(preexec_fn=...)``: its own process group, and SIGTERM when we die."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(
+    argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_own_group_dying_with_us,
+    )
+    return proc, handle
+
+
+def _follow(proc: subprocess.Popen[bytes], handle: IO[bytes]) -> threading.Thread:
+    assert proc.stdout is not None
+    return forward(proc.stdout, handle)
+
+
+def _wait_for(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        with contextlib.suppress(OSError):
+            if check():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer in {START_TIMEOUT:g} s")
+
+
+def _connects(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=1):
+        return True
+
+
+def start_redis(workdir: Path, host: str = "127.0.0.1") -> Part:
+    """Debian's ``redis-server`` on a free port, in memory only (no snapshots, no AOF): ids stay
+    unique across its restarts anyway (see servers/redis_broker.py)."""
+    port = free_port(host)
+    log = workdir / "redis.log"
+    argv = [
+        PROGRAMS["redis"],
+        "--bind", host,
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--protected-mode", "no",
+        "--maxclients", "10000",
+        "--dir", str(workdir),
+        "--loglevel", "warning",
+    ]  # fmt: skip
+    proc, handle = _spawn(argv, log)
+    part = Part("redis", proc, f"redis://{host}:{port}", log, _follow(proc, handle))
+    try:
+        _wait_for(lambda: _pong(host, port), proc, "redis-server")
+    except RuntimeError:
+        part.stop()
+        raise
+    return part
+
+
+def _pong(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=1) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+
+
+def start_instance(
+    plan: ClusterPlan, number: int, broker: str, secret: str, port: int, workdir: Path
+) -> Part:
+    """``wirewise serve`` number ``number``, sharing rooms through ``broker``."""
+    argv = [
+        sys.executable, "-m", "wirewise", "serve", plan.transport,
+        "--host", plan.host,
+        "--port", str(port),
+        "--broker", broker,
+        *(["--reuse-port"] if plan.balancer == "reuseport" else []),
+        *(["--server", plan.server] if plan.server else []),
+        *plan.serve_args,
+    ]  # fmt: skip
+    log = workdir / f"instance-{number}.log"
+    proc, handle = _spawn(argv, log, {"WIREWISE_SECRET": secret})  # not on a command line
+    try:
+        url = await_ready(proc, handle, f"instance {number}")
+    except RuntimeError:
+        stop_process(proc)
+        handle.close()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        raise
+    return Part(f"instance {number}", proc, url, log, _follow(proc, handle))
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def haproxy_config(plan: ClusterPlan, port: int, backends: list[str]) -> str:
+    """Round robin over the instances; a refused connection is retried on another one."""
+    mode = "tcp" if plan.transport == "tcp" else "http"
+    proto = " proto h2" if plan.transport == "h2" else ""
+    servers = "\n".join(
+        f"    server i{n} 127.0.0.1:{_port_of(url)}{proto} check inter 1s fall 1 rise 1"
+        for n, url in enumerate(backends, 1)
+    )
+    health = "" if mode == "tcp" else "    option httpchk GET /healthz\n"
+    return f"""\
+global
+    # two descriptors per proxied connection under the 20,000-file limit
+    maxconn {MAX_PROXIED}
+    nbthread 1
+
+defaults
+    mode {mode}
+    timeout connect 2s
+    # longer than the SSE heartbeat (15 s) and the longest long poll (30 s)
+    timeout client 65s
+    timeout server 65s
+    # an upgraded WebSocket, or the tcp floor's socket, idles up to an hour
+    timeout tunnel 1h
+    timeout client-fin 5s
+    option redispatch
+    # a client that closes its event stream or long poll closes the server's side too (without
+    # it the instance learns only at the next heartbeat's write, up to 15 s later)
+    option abortonclose
+    retries 3
+
+frontend chat
+    bind {plan.host}:{port}{proto}
+    default_backend instances
+
+backend instances
+    balance roundrobin
+{health}{servers}
+"""
+
+
+def nginx_config(plan: ClusterPlan, port: int, backends: list[str], workdir: Path) -> str:
+    """Round robin, upgrades passed through, nothing buffered, a failed instance skipped."""
+    servers = "\n".join(
+        f"        server 127.0.0.1:{_port_of(url)} max_fails=1 fail_timeout=2s;" for url in backends
+    )
+    temp = "\n".join(
+        f"    {kind}_temp_path {workdir / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    listen = f"{plan.host}:{port}" + (" http2" if plan.transport == "h2" else "")
+    return f"""\
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile {FILE_LIMIT};
+pid {workdir / "nginx.pid"};
+error_log {workdir / "nginx-error.log"} warn;
+
+events {{
+    worker_connections {2 * MAX_PROXIED};
+}}
+
+http {{
+    access_log off;
+{temp}
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      '';
+    }}
+    upstream instances {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://instances;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            # event streams and long polls go out as they are written
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+
+def start_balancer(plan: ClusterPlan, backends: list[str], workdir: Path) -> Part:
+    port = plan.port or free_port(plan.host)
+    scheme = "tcp" if plan.transport == "tcp" else "http"
+    if plan.balancer == "haproxy":
+        config = workdir / "haproxy.cfg"
+        config.write_text(haproxy_config(plan, port, backends))
+        argv = [PROGRAMS["haproxy"], "-db", "-f", str(config)]
+    else:
+        config = workdir / "nginx.conf"
+        config.write_text(nginx_config(plan, port, backends, workdir))
+        argv = [PROGRAMS["nginx"], "-e", str(workdir / "nginx-error.log"), "-c", str(config)]
+    log = workdir / f"{plan.balancer}.log"
+    proc, handle = _spawn(argv, log)
+    address = f"{scheme}://{plan.host}:{port}"
+    part = Part(plan.balancer, proc, address, log, _follow(proc, handle))
+    try:
+        _wait_for(lambda: _connects(plan.host, port), proc, plan.balancer)
+    except RuntimeError as exc:
+        part.stop()
+        raise RuntimeError(f"{exc}: {log.read_text(errors='replace')[-600:]}") from None
+    return part
+
+
+def start_cluster(plan: ClusterPlan) -> Cluster:
+    """Redis (unless given), the instances, then the balancer; everything stopped on failure."""
+    check_plan(plan)
+    cluster = Cluster(plan)
+    try:
+        broker = plan.broker
+        if broker is None:
+            cluster.redis = start_redis(cluster.workdir, plan.host)
+            broker = cluster.redis.address
+        secret = secrets.token_urlsafe(32)  # one signer: a token from any instance works on all
+        shared = (plan.port or free_port(plan.host)) if plan.balancer == "reuseport" else 0
+        for number in range(1, plan.instances + 1):
+            cluster.instances.append(
+                start_instance(plan, number, broker, secret, shared, cluster.workdir)
+            )
+        if plan.balancer == "reuseport":
+            cluster.url = cluster.instances[0].address
+        else:
+            backends = [part.address for part in cluster.instances]
+            cluster.balancer = start_balancer(plan, backends, cluster.workdir)
+            cluster.url = cluster.balancer.address
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@contextlib.contextmanager
+def running(plan: ClusterPlan) -> Iterator[Cluster]:
+    cluster = start_cluster(plan)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
