@@ -70,6 +70,8 @@ class Ledger:
         self.stall.set()  # set: reading; cleared while the slow reader stalls
         self.latency = Histogram()
         self.send_failed = 0
+        self.connected_at_end = 0
+        """Receivers connected when the run stopped (after every one was back, or patience)."""
 
     def ack(self, room: str, key: str, msg_id: int, counted: bool) -> None:
         self.acked.setdefault(room, []).append((key, msg_id, time.time(), counted))
@@ -288,12 +290,28 @@ def _stop_when_back(environment: Any, earliest: float, patience: float) -> None:
     while time.time() < deadline and path is not None:
         if path.exists():
             restart = json.loads(path.read_text())
-            if all(back(r, restart) for r in LEDGER.receivers):
+            if everyone_back(restart):
                 gevent.sleep(opts_drain(environment))  # what the new sessions replay lands
                 break
         gevent.sleep(0.1)
+    # Before the users stop (which closes every subscription).
+    LEDGER.connected_at_end = sum(map(connected, LEDGER.receivers))
     if environment.runner is not None:
         environment.runner.quit()
+
+
+def everyone_back(restart: dict[str, Any]) -> bool:
+    """After a restart every receiver has come back; after a failover (one instance of
+    several killed, the others listening all along) only some left, and every receiver is
+    connected again a second after the kill."""
+    if restart.get("failover"):
+        return time.time() > restart["killed_at"] + 1.0 and all(map(connected, LEDGER.receivers))
+    return all(back(r, restart) for r in LEDGER.receivers)
+
+
+def connected(receiver: Receiver) -> bool:
+    sub = receiver.user.sub
+    return sub is not None and sub.connected.is_set()
 
 
 def back(receiver: Receiver, restart: dict[str, float]) -> float | None:
@@ -359,10 +377,12 @@ def accounting(restart: dict[str, float] | None) -> dict[str, Any]:
                         }
                     )
         counts["gaps"] += len(receiver.gaps)
+        counts["gaps_after_kill"] += len(after_kill)
         counts["delivered_by_resume"] += receiver.by_resume
         counts["slow_consumer_errors"] += receiver.slow_consumer
     return {
         "receivers": len(LEDGER.receivers),
+        "connected_at_end": LEDGER.connected_at_end,
         "reconnect_ms": sorted(reconnect_ms),
         "slow_reader_reconnects": next(
             (r.session for r in LEDGER.receivers if r.room == SLOW_ROOM), None
@@ -379,6 +399,7 @@ def accounting(restart: dict[str, float] | None) -> dict[str, Any]:
                 "lost_silently",
                 "lost_silently_stale_cursor",
                 "gaps",
+                "gaps_after_kill",
                 "delivered_by_resume",
                 "slow_consumer_errors",
             )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import needs
 from wirewise.bench import Headroom
 from wirewise.cli import main
 from wirewise.ledger import OK, Accounting, RawMessages
@@ -370,6 +371,30 @@ def test_faults_run_kills_restarts_and_accounts_for_every_delivery(tmp_path: Pat
     assert faults["gaps_signalled"] > 0, "clients heard of the restart"
     assert faults["slow_consumer_disconnects"] >= 1
     assert (run / "faults-sse-r1" / "server-restarted.log").exists()
+
+
+def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """``failover`` on sse (~15 s): three instances behind HAProxy sharing Redis, one killed."""
+    needs("redis")
+    needs("haproxy")
+    argv = ["bench", "--scenario", "failover", "--quick", "--users", "20", "--duration", "4"]
+    assert main([*argv, "--transport", "sse", "--out", str(tmp_path)]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (result,) = read_summary(run)["results"]
+    faults, deliveries = result["faults"], result["deliveries"]
+    assert result["validity"]["valid"], result["validity"]
+    assert faults["killed"] == "instance 1" and faults["outage_s"] == 0
+    assert 0 < faults["moved"] <= faults["on_killed_instance"] < faults["clients"]
+    assert faults["all_back"]
+    assert faults["reconnect_ms"]["max"] < 15_000
+    assert deliveries["lost"] == deliveries["duplicated"] == faults["gaps_after_kill"] == 0
+    assert deliveries["delivered"] == deliveries["expected"] > 0
+    assert faults["delivered_by_resume"] > 0, "the moved clients resumed from their cursor"
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert "## Failover (scenario: failover)" in (out / "report.md").read_text()
 
 
 def test_a_saturate_step_whose_publisher_lagged_did_not_hold() -> None:

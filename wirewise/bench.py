@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import wirewise.scenarios
-from wirewise.faults import FAULT_SETTINGS, Faults, server_stats
+from wirewise.faults import FAULT_SETTINGS, ClusterServer, Failover, Faults
 from wirewise.plan import ROOT, Plan, Run, expected_seconds, plan_runs, scenario_options
 from wirewise.processes import (
     SERVER_SETTINGS,
@@ -36,7 +36,7 @@ from wirewise.processes import (
     start_server,
     stop_process,
 )
-from wirewise.registry import Backend
+from wirewise.registry import KILLING, Backend
 from wirewise.results import Repeat, Summary, collect_metadata
 from wirewise.sampler import ByteCounter, Sampler
 from wirewise.scenarios._options import ScenarioOptions
@@ -91,7 +91,7 @@ class Headroom:
             listeners = max(users - 1, 1)
             rooms = math.ceil(listeners / room) if room else 1
             return rate * rooms + rate * listeners
-        if run.scenario in ("chat", "game", "faults", "saturate"):
+        if run.scenario in ("chat", "game", "saturate", *KILLING):
             size = min(room or {"game": 4}.get(run.scenario, 10), users)
             return users * rate * (size + 1)
         return 0.0
@@ -211,14 +211,23 @@ def run_one(
     directory.mkdir(parents=True, exist_ok=True)
     options, users = scenario_options(plan, run)
     options, planned = headroom.plan(run, options, users)
-    faulty = run.scenario == "faults"
+    faulty = run.scenario in KILLING
     if faulty:
         shared = None  # this run kills its server
-    server = shared or start_server(
-        run.backend, directory / "server.log", plan.poll_interval, FAULT_SETTINGS if faulty else ()
-    )
+    server: Server | ClusterServer
+    faults: Faults | Failover | None = None
+    if run.scenario == "failover":
+        server = ClusterServer.start(run.backend, plan.poll_interval)
+        faults = Failover(server, directory)
+    else:
+        server = shared or start_server(
+            run.backend,
+            directory / "server.log",
+            plan.poll_interval,
+            FAULT_SETTINGS if faulty else (),
+        )
+        faults = Faults(server, directory, plan.poll_interval) if faulty else None
     options = replace(options, server_pid=server.pid, wirewise_out=str(directory / "scenario.json"))
-    faults = Faults(server, directory, plan.poll_interval) if faulty else None
     _, loadgen_cores = cores()
     locust: subprocess.Popen[bytes] | None = None
     sampler = Sampler(
@@ -271,8 +280,8 @@ def run_one(
         sampler.stop()
         if faults is not None:
             server = faults.server
-            faults.stats_after = server_stats(server)
-        status = server.stop() if shared is None else server.proc.poll()
+            faults.finish()
+        status = server.stop() if shared is None else shared.proc.poll()
     write_jsonl(directory / "samples.jsonl", (asdict(s) for s in sampler.samples))
     write_jsonl(
         directory / "bytes.jsonl",
@@ -349,7 +358,7 @@ def headline(run: Run, repeat: Repeat) -> str:
         if held is None:
             return "no step held"
         return f"held {held['deliveries_per_s']:,.0f} deliveries/s ({repeat.stopped_by or ''})"
-    if run.scenario == "faults" and repeat.faults:
+    if run.scenario in KILLING and repeat.faults:
         back = repeat.faults["reconnect_ms"]
         return f"reconnect p50 {back['p50']} ms, lost {repeat.deliveries.lost}"
     latency = repeat.latency_ms
@@ -386,7 +395,7 @@ def run_bench(
             if progress:
                 progress(Progress("start", run, index, len(runs), eta))
             server = shared.get(run.backend)
-            if plan.quick and server is None and run.scenario != "faults":
+            if plan.quick and server is None and run.scenario not in KILLING:
                 # --quick keeps one server per backend (startup is much of a quick run); a
                 # full bench gives every run a fresh server.
                 server = shared[run.backend] = start_server(

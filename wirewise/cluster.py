@@ -265,7 +265,11 @@ def haproxy_config(plan: ClusterPlan, port: int, backends: list[str]) -> str:
         f"    server i{n} 127.0.0.1:{_port_of(url)}{proto} check inter 1s fall 1 rise 1"
         for n, url in enumerate(backends, 1)
     )
-    health = "" if mode == "tcp" else "    option httpchk GET /healthz\n"
+    # HTTP checks speak HTTP/1.1, which an h2c-only server refuses: h2 and tcp get TCP checks
+    health = "" if mode == "tcp" or proto else "    option httpchk GET /healthz\n"
+    # forward each event as it comes: without it HAProxy corks a chunked response while it
+    # expects more (MSG_MORE), and an SSE event waited ~200 ms here
+    no_delay = "" if mode == "tcp" else "    option http-no-delay\n"
     return f"""\
 global
     # two descriptors per proxied connection under the 20,000-file limit
@@ -282,7 +286,7 @@ defaults
     timeout tunnel 1h
     timeout client-fin 5s
     option redispatch
-    # a client that closes its event stream or long poll closes the server's side too (without
+{no_delay}    # a client that closes its event stream or long poll closes the server's side too (without
     # it the instance learns only at the next heartbeat's write, up to 15 s later)
     option abortonclose
     retries 3

@@ -1,5 +1,6 @@
 """Fault injection for ``wirewise bench --scenario faults``: SIGKILL the server when the
-scenario's plan says, and start it again on the same port.
+scenario's plan says, and start it again on the same port; for ``--scenario failover``,
+SIGKILL one instance of a cluster (:class:`Failover`) and leave the survivors to take over.
 
 The scenario writes ``faults-plan.json`` (its window and ``kill_at``) once spawning is done;
 :class:`Faults` answers with ``faults-restart.json`` (``killed_at``, ``listening_at``, wall
@@ -14,29 +15,35 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from wirewise.processes import Server, start_server
+from wirewise.cluster import Cluster, ClusterPlan, start_cluster
+from wirewise.processes import SERVER_SETTINGS, Server, start_server
+from wirewise.registry import Backend
 from wirewise.sampler import Sampler
 
-__all__ = ["FAULT_SETTINGS", "Faults", "server_stats"]
+__all__ = ["FAULT_SETTINGS", "ClusterServer", "Failover", "Faults", "server_stats"]
+
+INSTANCES = 3
 
 FAULT_SETTINGS = ("--secret", "wirewise-faults", "--set", "queue=50", "--set", "max_text=32000")
 """faults: tokens must outlive the killed process; a short queue lets one flood overflow it."""
 
 
-def server_stats(server: Server) -> dict[str, Any] | None:
+def server_stats(server: Server | ClusterServer) -> dict[str, Any] | None:
     """The server's ``/stats`` (its own count of slow-consumer disconnects), or None."""
-    kwargs: dict[str, Any] = (
-        {"http1": False, "http2": True} if server.backend.transport == "h2" else {}
-    )
+    return stats_at(server.url, server.backend.transport)
+
+
+def stats_at(url: str, transport: str) -> dict[str, Any] | None:
+    kwargs: dict[str, Any] = {"http1": False, "http2": True} if transport == "h2" else {}
     try:
         with httpx.Client(**kwargs, verify=False, trust_env=False) as client:
-            answer: dict[str, Any] = client.get(f"{server.url}/stats", timeout=5).json()
+            answer: dict[str, Any] = client.get(f"{url}/stats", timeout=5).json()
             return answer
     except (httpx.HTTPError, ValueError):
         return None
@@ -91,6 +98,10 @@ class Faults:
         self.restart = {"killed_at": killed_at, "listening_at": listening_at}
         (self.directory / "faults-restart.json").write_text(json.dumps(self.restart))
 
+    def finish(self) -> None:
+        """Before the server stops: its counts at the end."""
+        self.stats_after = server_stats(self.server)
+
     def report(self) -> dict[str, Any]:
         return {
             "restart": self.restart,
@@ -98,3 +109,100 @@ class Faults:
             "stats_before_kill": self.stats_before,
             "stats_at_end": self.stats_after,
         }
+
+
+@dataclass
+class ClusterServer:
+    """A cluster as the bench's one server: clients and the byte counter use the balancer;
+    the sampler follows the last instance, which the failover never kills."""
+
+    backend: Backend
+    cluster: Cluster
+
+    @classmethod
+    def start(cls, backend: Backend, poll_interval: float) -> ClusterServer:
+        presence = ("--presence-timeout", str(max(30.0, poll_interval * 3)))
+        plan = ClusterPlan(
+            transport=backend.transport,
+            instances=INSTANCES,
+            balancer="haproxy",
+            server=None if backend.transport == "tcp" else backend.server,
+            serve_args=(*SERVER_SETTINGS, *FAULT_SETTINGS, *presence),
+        )
+        try:
+            return cls(backend, start_cluster(plan))
+        except ValueError as exc:  # a part not installed: this run fails, the bench goes on
+            raise RuntimeError(str(exc)) from None
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        return self.cluster.instances[-1].pid
+
+    def stop(self) -> int | None:
+        self.cluster.stop()
+        return None
+
+
+@dataclass
+class Failover:
+    """Kill the first instance at the planned time; the survivors take its clients."""
+
+    server: ClusterServer
+    directory: Path
+    restart: dict[str, Any] | None = None
+    stats_before: dict[str, Any] | None = None
+    survivors: list[dict[str, Any] | None] = field(default_factory=list)
+    error: str | None = None
+
+    def poll(self, sampler: Sampler) -> None:
+        if self.restart is not None:
+            return
+        try:
+            kill_at = json.loads((self.directory / "faults-plan.json").read_text())["kill_at"]
+        except (OSError, ValueError, KeyError):
+            return
+        if time.time() < kill_at:
+            return
+        victim = self.server.cluster.instances[0]
+        self.stats_before = stats_at(victim.address, self.server.backend.transport)
+        killed_at = time.time()
+        victim.kill()
+        # The survivors listened all along: reconnect times count from the kill.
+        self.restart = {
+            "killed_at": killed_at,
+            "listening_at": killed_at,
+            "failover": victim.name,
+            "instances": len(self.server.cluster.instances),
+        }
+        (self.directory / "faults-restart.json").write_text(json.dumps(self.restart))
+
+    def finish(self) -> None:
+        """Before the cluster stops: each survivor's counts (the killed one's are from just
+        before the kill)."""
+        transport = self.server.backend.transport
+        self.survivors = [
+            stats_at(part.address, transport) for part in self.server.cluster.instances[1:]
+        ]
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "restart": self.restart,
+            "error": self.error,
+            "stats_before_kill": self.stats_before,
+            "stats_at_end": _summed(self.survivors),
+            "survivors_at_end": self.survivors,
+        }
+
+
+def _summed(stats: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The survivors' counters added up (what one server's /stats would say)."""
+    keys = ("slow_consumer_disconnects", "events_stored", "deliveries", "subscriptions")
+    return {key: sum(int((s or {}).get(key, 0)) for s in stats) for key in keys}

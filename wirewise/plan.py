@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from wirewise.registry import BACKENDS, Backend
+from wirewise.registry import BACKENDS, KILLING, Backend
 from wirewise.scenarios._options import ScenarioOptions
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game", "faults")
+SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game", "faults", "failover")
 QUICK_SCENARIOS = ("chat", "broadcast", "idle")
 NO_FAULTS = ("tcp",)
 """The raw-TCP floor is calibration, not a transport a client chooses: no faults run."""
@@ -37,7 +37,7 @@ NO_SATURATE = ("tcp",)
 """The floor's knee lies past what a Python load generator on one core can drive (it costs
 the generator about what it costs the server per delivery): its ramp would measure the
 generator. It calibrates latency, not capacity."""
-PLAIN = ("chat", "broadcast", "game", "faults")
+PLAIN = ("chat", "broadcast", "game", "faults", "failover")
 """Scenarios with one window (the others step: idle by connections, saturate by rate)."""
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -47,6 +47,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "saturate": {"users": 20, "rate": 5.0, "steps": 5, "step_seconds": 1.5},
     "game": {"users": 8, "rate": 20.0, "payload_bytes": 50, "measure": 2.0},
     "faults": {"users": 40, "rate": 2.0, "measure": 6.0},
+    "failover": {"users": 40, "rate": 2.0, "measure": 6.0},
 }
 FULL: dict[str, dict[str, Any]] = {
     "chat": {"users": 200, "rate": 1.0, "measure": 10.0},
@@ -55,6 +56,7 @@ FULL: dict[str, dict[str, Any]] = {
     "saturate": {"users": 100, "rate": 2.0, "steps": 14, "step_seconds": 3.0, "rate_factor": 1.4},
     "game": {"users": 40, "rate": 20.0, "payload_bytes": 50, "measure": 10.0},
     "faults": {"users": 300, "rate": 0.5, "measure": 12.0},
+    "failover": {"users": 300, "rate": 0.5, "measure": 12.0},
 }
 FULL_IDLE_POLL = {"step_users": 300}
 """Short pollers at full scale: 1,200 at T = 1 s are ~1,200 requests/s, a good share of what
@@ -127,7 +129,7 @@ def plan_runs(plan: Plan) -> list[Run]:
         for scenario in plan.scenarios
         for repeat in range(1, plan.repeat + 1)
         for backend in plan.backends
-        if not (scenario == "faults" and backend.transport in NO_FAULTS)
+        if not (scenario in KILLING and backend.transport in NO_FAULTS)
         and not (scenario == "saturate" and backend.transport in NO_SATURATE)
     ]
 

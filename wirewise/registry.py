@@ -20,6 +20,7 @@ from dataclasses import dataclass
 __all__ = [
     "BACKENDS",
     "FLOOR",
+    "KILLING",
     "PUSH_TRANSPORTS",
     "SERVERS",
     "TRANSPORTS",
@@ -46,6 +47,11 @@ SERVERS: dict[str, tuple[str, ...]] = {
 transports too, as the same-server control for h2)."""
 PLAIN_SERVERS = frozenset({"uvicorn", "hypercorn", "asyncio"})
 """Servers a backend's label does not name (each transport's default, or the floor's)."""
+
+
+KILLING = ("faults", "failover")
+"""Scenarios whose runner kills a server mid-run: reliability, not latency under load
+(faults restarts the one process; failover kills one instance of three behind a balancer)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 from wirewise import stats
 from wirewise.ledger import Accounting, RawMessages, account
 from wirewise.metrics import PERCENTILES, Histogram, too_few_samples
-from wirewise.registry import BACKENDS, Backend, backend
+from wirewise.registry import BACKENDS, KILLING, Backend, backend
 from wirewise.results import (
     BytesPerMessage,
     Deliveries,
@@ -61,7 +61,7 @@ IDLE_CPU_SATURATED = 90.0
 """Server CPU percent at an idle plateau above which its CPU no longer follows connections."""
 MIN_R2 = 0.9
 """An idle fit below this does not say what one connection costs."""
-SCENARIO_ORDER = ("chat", "broadcast", "idle", "saturate", "game", "faults")
+SCENARIO_ORDER = ("chat", "broadcast", "idle", "saturate", "game", "faults", "failover")
 
 
 # -- reading the raw files ------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def summarize_repeat(directory: Path) -> tuple[dict[str, Any], Repeat, dict[str,
         _idle(raw, repeat)
     elif scenario == "saturate":
         arrays = _saturate(raw, repeat)
-    elif scenario == "faults":
+    elif scenario in KILLING:
         _faults(raw, repeat)
     else:
         arrays = _plain(raw, repeat)
@@ -539,12 +539,18 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     def server_count(stats_: dict[str, Any] | None) -> int:
         return int((stats_ or {}).get("slow_consumer_disconnects", 0))
 
+    failover = bool(restart and restart.get("failover"))
+    # After a failover only the killed instance's clients move, and everyone must be connected
+    # at the end; after a restart every client comes back.
+    back = ledger.get("connected_at_end", 0) if failover else len(reconnects)
     faults: dict[str, Any] = {
-        "killed": restart is not None,
+        "killed": (restart or {}).get("failover", "the server") if restart else None,
         "outage_s": round(restart["listening_at"] - restart["killed_at"], 3) if restart else None,
         "clients": receivers,
+        "moved": len(reconnects) if failover else None,
+        "on_killed_instance": _held(injected.get("stats_before_kill")) if failover else None,
         "reconnect_ms": _nearest_ranks(reconnects),
-        "all_back": bool(restart) and 0 < receivers == len(reconnects),
+        "all_back": bool(restart) and 0 < receivers == back,
         "lost_with_resume": lost_signalled + lost_silently,
         "lost_signalled": lost_signalled,
         "lost_silently": lost_silently,
@@ -554,6 +560,7 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
         + lost_silently,
         "delivered_by_resume": ledger.get("delivered_by_resume", 0),
         "gaps_signalled": ledger.get("gaps", 0),
+        "gaps_after_kill": ledger.get("gaps_after_kill"),
         "slow_consumer_disconnects": server_count(injected.get("stats_before_kill"))
         + server_count(injected.get("stats_at_end")),
         "slow_consumer_errors_seen": ledger.get("slow_consumer_errors", 0),
@@ -569,7 +576,7 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     if not restart:
         warnings.append("the server was not killed: no reconnect was measured")
     elif not faults["all_back"]:
-        warnings.append(f"only {len(reconnects)} of {receivers} clients came back after the kill")
+        warnings.append(f"only {back} of {receivers} clients came back after the kill")
     if lost_silently:
         warnings.append(f"{lost_silently} deliveries were lost without a gap (silent loss)")
     window = scenario["window"]
@@ -580,6 +587,11 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
         # 19 MB flood, earlier in the window, is part of the scenario, not of the outage).
         span = (restart["killed_at"], restart["listening_at"] + max(reconnects) / 1000 + 0.5)
     repeat.load_generator = generator_of(raw, [span], 0)
+
+
+def _held(stats_: dict[str, Any] | None) -> int | None:
+    """Streams, sockets and held polls an instance had (its ``/stats``), or None."""
+    return int(stats_.get("subscriptions", 0)) if stats_ else None
 
 
 def _nearest_ranks(values: list[float]) -> dict[str, float | int | None]:
@@ -652,7 +664,9 @@ def judge(raw: RawRun, repeat: Repeat) -> None:
             f"only {connect['receivers']} of {connect['receivers_expected']} receivers subscribed"
             f" ({connect.get('failed', 0)} gave up)"
         )
-    if scenario == "faults":
+    if scenario in KILLING:
+        if not repeat.deliveries.expected:
+            reasons.append("no message was acknowledged: nothing was measured")
         repeat.validity.valid = not reasons
         return
     settle = repeat.settle
@@ -766,7 +780,7 @@ def aggregate(items: list[tuple[dict[str, Any], Repeat, dict[str, Any]]]) -> Res
     )
     result.latency_ms = median_latency([r.latency_ms for r in repeats])
     result.send_latency_ms = median_latency([r.send_latency_ms for r in repeats])
-    if result.scenario != "faults":
+    if result.scenario not in KILLING:
         arrays = [
             (a["latency"], a["message_of"]) for _, _, a in items if a.get("latency") is not None
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from wirewise.registry import KILLING
 from wirewise.report.select import of, repeat_count
 from wirewise.report.text import DASH, X, g
 from wirewise.results import Result, Summary
@@ -112,8 +113,9 @@ def workload(results: list[Result]) -> str:
             f"{g(params.get('users'))} users{where}, {g(rate)} msg/s each, {text_size},"
             f" {g(params.get('duration_s'))} s measured"
         )
-        if scenario == "faults" and options.get("kill_at") is not None:
-            text += f", the server killed {g(options['kill_at'] * 100)} % into the window"
+        if scenario in KILLING and options.get("kill_at") is not None:
+            killed = "one of three instances" if scenario == "failover" else "the server"
+            text += f", {killed} killed {g(options['kill_at'] * 100)} % into the window"
     intervals = sorted(
         {
             float(interval)

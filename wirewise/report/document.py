@@ -18,6 +18,7 @@ from wirewise.report.select import of, poll_results, scenarios_in, valid
 from wirewise.report.tables import (
     conditions_table,
     cost_table,
+    failover_table,
     idle_table,
     invalid_list,
     latency_table,
@@ -54,12 +55,13 @@ def document(
     ]
     for scenario in scenarios_in(summary):
         results = of(summary, scenario)
-        if scenario == "faults":
-            blocks.append(Heading(2, "Reliability (scenario: faults)", "reliability"))
-            blocks.append(Para(f"{workload(results)}. {RELIABILITY_TEXT}"))
-            blocks.append(reliability_table(results))
+        if scenario in KILLED:
+            title, anchor, text, table = KILLED[scenario]
+            blocks.append(Heading(2, f"{title} (scenario: {scenario})", anchor))
+            blocks.append(Para(f"{workload(results)}. {text}"))
+            blocks.append(table(results))
             blocks += invalid_list(results)
-            blocks.append(Heading(3, "faults: delivery latency through the faults"))
+            blocks.append(Heading(3, f"{scenario}: delivery latency through the {scenario}"))
             blocks.append(latency_table(results, with_ci=False))
             continue
         blocks.append(Heading(2, f"Scenario: {scenario}", slug(f"scenario {scenario}")))
@@ -106,6 +108,15 @@ def document(
     return without_empty_sections(blocks)
 
 
+FAILOVER_TEXT = (
+    "The same crowd on three server processes behind HAProxy (round robin, no stickiness),"
+    " sharing rooms through Redis; mid-run one instance is killed with SIGKILL and not started"
+    " again. Its clients reconnect through the balancer to a survivor and resume from their"
+    " cursor, which the survivor answers from the history in Redis; a send whose answer died"
+    " with the instance is retried and deduplicated by Redis. Every expected delivery is checked"
+    " one by one, as in faults."
+)
+
 RELIABILITY_TEXT = (
     "Mid-run the server is killed with SIGKILL and started again on the same port; meanwhile one"
     " reader stops reading while a flood of large messages goes to its room. Every expected"
@@ -127,3 +138,9 @@ def without_empty_sections(blocks: list[Block]) -> list[Block]:
                 continue
         kept.append(block)
     return kept
+
+KILLED = {
+    "faults": ("Reliability", "reliability", RELIABILITY_TEXT, reliability_table),
+    "failover": ("Failover", "failover", FAILOVER_TEXT, failover_table),
+}
+"""The scenarios that kill a server: heading, anchor, what happens, their table."""
