@@ -24,6 +24,8 @@ so the same code serves a test, a script and a load generator.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import queue
 import random
 import socket
@@ -139,13 +141,25 @@ _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
 
+SOURCES_ENV = "WIREWISE_SOURCES"
+"""Comma-separated local addresses that connections take in turn (e.g. 127.0.0.2,127.0.0.3):
+one source address has ~28,000 ephemeral ports towards one destination, so tens of thousands
+of connections to one loopback port need several (all of 127.0.0.0/8 is local)."""
+_sources = (
+    itertools.cycle([(a.strip(), 0) for a in os.environ[SOURCES_ENV].split(",") if a.strip()])
+    if os.environ.get(SOURCES_ENV)
+    else None
+)
+
+
 def connect(
     host: str, port: int, timeout: float, context: ssl.SSLContext | None = None
 ) -> socket.socket:
     """A TCP connection with Nagle off (a chat message is one small write), in TLS when given
     a context; any failure is a :class:`ClientError` and leaves no socket open."""
+    source = next(_sources) if _sources is not None else None
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout, source_address=source)
     except OSError as exc:
         raise ClientError(f"cannot connect to {host}:{port}: {exc}") from exc
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import wirewise.scenarios
+from wirewise.clients.base import SOURCES_ENV
 from wirewise.faults import FAULT_SETTINGS, ClusterServer, Failover, Faults
 from wirewise.plan import ROOT, Plan, Run, expected_seconds, plan_runs, scenario_options
 from wirewise.processes import (
@@ -167,6 +168,19 @@ def locust_argv(
     return argv + options.to_argv()
 
 
+LOOPBACK_SOURCES = ",".join(f"127.0.0.{n}" for n in range(2, 10))
+"""Eight source addresses: ~8 x 28,000 ports towards one loopback port (clients/base.py)."""
+
+
+def locust_env(url: str, spread: bool) -> dict[str, str]:
+    """Locust's environment: towards a loopback cluster (``spread``), connections spread over
+    source addresses, so that more than one address's ephemeral ports can be open at once."""
+    env = dict(os.environ)
+    if spread and "//127." in url:
+        env.setdefault(SOURCES_ENV, LOOPBACK_SOURCES)
+    return env
+
+
 def parameters_of(run: Run, options: ScenarioOptions, users: int) -> dict[str, Any]:
     """What a run's result says it was given (the README documents each)."""
     rate = options.rate or None
@@ -219,6 +233,10 @@ def run_one(
     if run.scenario == "failover":
         server = ClusterServer.start(run.backend, plan.poll_interval)
         faults = Failover(server, directory)
+    elif plan.instances > 1:
+        server = ClusterServer.start(
+            run.backend, plan.poll_interval, plan.instances, plan.balancer, ()
+        )
     else:
         server = shared or start_server(
             run.backend,
@@ -230,12 +248,18 @@ def run_one(
     options = replace(options, server_pid=server.pid, wirewise_out=str(directory / "scenario.json"))
     _, loadgen_cores = cores()
     locust: subprocess.Popen[bytes] | None = None
+    instances = parts = None
+    if isinstance(server, ClusterServer):
+        # A failover's figures are one survivor's (the killed one would drop out of a sum).
+        instances, parts = (None if faulty else server.instance_pids), server.parts
     sampler = Sampler(
         server.pid,
         lambda: process_tree(locust.pid) if locust else [],
         server.port,
         interval=0.5,
         uss=run.scenario == "idle",  # smaps_rollup: cheap enough at 2 Hz, and only idle needs it
+        instances=instances,
+        parts=parts,
     )
     counter = byte_counter(server.port) if run.scenario != "idle" else None
     traffic: list[dict[str, float]] = []
@@ -257,6 +281,7 @@ def run_one(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=child_setup(loadgen_cores),
+                env=locust_env(server.url, spread=plan.instances > 1),
             )
             deadline = time.monotonic() + cap + 30
             try:
@@ -395,7 +420,12 @@ def run_bench(
             if progress:
                 progress(Progress("start", run, index, len(runs), eta))
             server = shared.get(run.backend)
-            if plan.quick and server is None and run.scenario not in KILLING:
+            if (
+                plan.quick
+                and server is None
+                and run.scenario not in KILLING
+                and plan.instances == 1
+            ):
                 # --quick keeps one server per backend (startup is much of a quick run); a
                 # full bench gives every run a fresh server.
                 server = shared[run.backend] = start_server(

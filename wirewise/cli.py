@@ -279,6 +279,15 @@ def bench(
             min=1, help="Locust processes (worker processes; their ledgers merge at the master)."
         ),
     ] = 1,
+    instances: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Server processes per backend, sharing rooms through Redis (failover: 3)."
+        ),
+    ] = 1,
+    balancer: Annotated[
+        str, typer.Option(help="With --instances: haproxy | nginx | reuseport.")
+    ] = "haproxy",
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
 ) -> None:
     """Measure: every scenario x transport, each backend alone on one core, Locust on the other."""
@@ -298,6 +307,8 @@ def bench(
         processes,
         out,
         repeat,
+        instances,
+        balancer,
     )
     console = wide_console()
     started = time.monotonic()
@@ -320,7 +331,10 @@ def make_plan(
     processes: int,
     out: Path,
     repeat: int = 1,
+    instances: int = 1,
+    balancer: str = "haproxy",
 ) -> Any:
+    from wirewise.cluster import BALANCERS
     from wirewise.plan import QUICK_SCENARIOS, SCENARIOS, Plan
     from wirewise.registry import BACKENDS, TRANSPORTS
 
@@ -328,6 +342,8 @@ def make_plan(
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         raise typer.BadParameter(f"unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")
+    if instances > 1 and balancer not in BALANCERS:
+        raise typer.BadParameter(f"--balancer takes {' | '.join(BALANCERS)}, not {balancer!r}")
     wanted = transport or list(TRANSPORTS)
     if set(wanted) - set(TRANSPORTS):
         raise typer.BadParameter(f"unknown transport in {wanted}; one of {', '.join(TRANSPORTS)}")
@@ -352,6 +368,8 @@ def make_plan(
         room_size=room_size,
         latency_bound_ms=latency_bound_ms,
         processes=processes,
+        instances=instances,
+        balancer=balancer,
         out=out.resolve(),
     )
 
@@ -453,19 +471,37 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Where to write (default: reports/<run-id>/).")
     ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="A single-process run for decide's estimates beside a scale-out run's"
+            " measurements (default: the one results/REFERENCE names)."
+        ),
+    ] = None,
 ) -> None:
     """Charts, report.md and a self-contained report.html, with a verdict from the numbers."""
     run_dir, _ = load_run(run)
     console = wide_console()
-    write_report(run_dir, out, console)
+    write_report(run_dir, out, console, reference or reference_run(run_dir))
 
 
-def write_report(run_dir: Path, out: Path | None, console: Any) -> Any:
+def reference_run(run_dir: Path) -> Path | None:
+    """The run ``results/REFERENCE`` names, unless it is ``run_dir`` itself."""
+    pointer = run_dir.parent / "REFERENCE"
+    if not pointer.is_file():
+        return None
+    found = run_dir.parent / pointer.read_text().strip()
+    return found if found.is_dir() and found.resolve() != run_dir.resolve() else None
+
+
+def write_report(
+    run_dir: Path, out: Path | None, console: Any, reference: Path | None = None
+) -> Any:
     from wirewise.report import build_report, verdict
     from wirewise.results import read_summary
 
     target = out or Path("reports") / run_dir.name
-    files = build_report(run_dir, target)
+    files = build_report(run_dir, target, reference)
     console.print("[bold]Verdict[/]")
     for sentence in verdict(read_summary(run_dir)):
         console.print(f"  {sentence}")

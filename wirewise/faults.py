@@ -120,14 +120,21 @@ class ClusterServer:
     cluster: Cluster
 
     @classmethod
-    def start(cls, backend: Backend, poll_interval: float) -> ClusterServer:
+    def start(
+        cls,
+        backend: Backend,
+        poll_interval: float,
+        instances: int = INSTANCES,
+        balancer: str = "haproxy",
+        settings: tuple[str, ...] = FAULT_SETTINGS,
+    ) -> ClusterServer:
         presence = ("--presence-timeout", str(max(30.0, poll_interval * 3)))
         plan = ClusterPlan(
             transport=backend.transport,
-            instances=INSTANCES,
-            balancer="haproxy",
+            instances=instances,
+            balancer=balancer,
             server=None if backend.transport == "tcp" else backend.server,
-            serve_args=(*SERVER_SETTINGS, *FAULT_SETTINGS, *presence),
+            serve_args=(*SERVER_SETTINGS, *settings, *presence),
         )
         try:
             return cls(backend, start_cluster(plan))
@@ -145,6 +152,14 @@ class ClusterServer:
     @property
     def pid(self) -> int:
         return self.cluster.instances[-1].pid
+
+    @property
+    def instance_pids(self) -> list[int]:
+        return [part.pid for part in self.cluster.instances]
+
+    @property
+    def parts(self) -> dict[str, int]:
+        return {part.name: part.pid for part in self.cluster.parts}
 
     def stop(self) -> int | None:
         self.cluster.stop()

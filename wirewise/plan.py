@@ -83,6 +83,10 @@ class Plan:
     room_size: int | None = None
     latency_bound_ms: float = 100.0
     processes: int = 1
+    instances: int = 1
+    """Server processes per backend, sharing rooms through Redis (1: one process, no Redis)."""
+    balancer: str = "haproxy"
+    """In front of several instances: haproxy, nginx or reuseport."""
     generator_limit: float = 70.0
     """Most load-generator CPU percent a run is planned for (the bench scales rates to it)."""
     out: Path = ROOT / "results"
@@ -103,6 +107,8 @@ class Plan:
             "room_size": self.room_size,
             "latency_bound_ms": self.latency_bound_ms,
             "processes": self.processes,
+            "instances": self.instances,
+            "balancer": self.balancer if self.instances > 1 else None,
             "generator_limit": self.generator_limit,
             "overrides": self.overrides,
         }

@@ -118,6 +118,9 @@ class Sample:
     """CPU seconds of every load-generator process so far (those that ended included)."""
     bench_cpu_s: float | None = None
     """CPU seconds of the process that samples (the bench itself), on the generator's core."""
+    parts_rss: dict[str, int] | None = None
+    """RSS of each part of a several-process backend (instances, Redis, the balancer), bytes;
+    the ``server_*`` figures above are then the instances' sums."""
 
 
 def sockstat(path: str = SOCKSTAT) -> dict[str, dict[str, int]]:
@@ -289,7 +292,12 @@ class Sampler:
         port: int,
         interval: float = 0.5,
         uss: bool = False,
+        parts: dict[str, int] | None = None,
+        instances: list[int] | None = None,
     ) -> None:
+        """``instances``: every server process of a several-process backend (their figures are
+        summed; ``server_pid`` is then not used); ``parts``: name -> pid of each part whose RSS
+        is recorded apart (``parts_rss``)."""
         self.server_pid = server_pid
         self.uss = uss
         self.loadgen_pids = loadgen_pids
@@ -309,6 +317,8 @@ class Sampler:
             self._server = psutil.Process(server_pid)
         except PROCESS_GONE:
             self._server = None
+        self._instances = [psutil.Process(pid) for pid in instances or []]
+        self._parts = {name: psutil.Process(pid) for name, pid in (parts or {}).items()}
 
     def follow(self, server_pid: int) -> None:
         """Sample another server process from now on (a restarted one)."""
@@ -366,7 +376,9 @@ class Sampler:
             server_uss=uss_bytes,
             server_cpu_s=cpu_s,
             server_fds=fds,
-            server_connections=count_established(self.port, self.server_pid),
+            server_connections=count_established(
+                self.port, None if self._instances else self.server_pid
+            ),
             kernel_tcp_mem_bytes=mem_bytes,
             kernel_tcp_inuse=inuse,
             kernel_slab_bytes=kernel_slab_bytes(),
@@ -374,13 +386,30 @@ class Sampler:
             loadgen_cpu_percent_max_single=busiest,
             loadgen_cpu_s=self._loadgen_seconds(),
             bench_cpu_s=cpu_seconds(os.getpid()),
+            parts_rss=self._parts_rss() if self._parts else None,
         )
 
+    def _parts_rss(self) -> dict[str, int]:
+        found = {name: _rss(proc) for name, proc in self._parts.items()}
+        return {name: rss for name, rss in found.items() if rss is not None}
+
     def _server_figures(self, uss: bool) -> tuple[int | None, int | None, float | None, int | None]:
-        """(rss, uss, cpu seconds, fds); each None once the server is gone."""
-        proc = self._server
-        if proc is None:
+        """(rss, uss, cpu seconds, fds); each None once the server is gone. Several instances:
+        their sums (None once any is gone, so that no figure silently covers fewer)."""
+        if self._instances:
+            each = [self._figures_of(proc, uss) for proc in self._instances]
+            return tuple(  # type: ignore[return-value]
+                None if any(v is None for v in column) else sum(column)
+                for column in zip(*each, strict=True)
+            )
+        if self._server is None:
             return None, None, None, None
+        return self._figures_of(self._server, uss)
+
+    @staticmethod
+    def _figures_of(
+        proc: psutil.Process, uss: bool
+    ) -> tuple[int | None, int | None, float | None, int | None]:
         # oneshot() caches /proc/<pid>/stat and status across the reads below.
         with proc.oneshot():
             rss = _or_none(lambda: proc.memory_info().rss)
@@ -424,6 +453,10 @@ class Sampler:
             except PROCESS_GONE:
                 self._loadgen.pop(pid, None)
         return math.fsum(percents), max(percents, default=0.0)
+
+
+def _rss(proc: psutil.Process) -> int | None:
+    return _or_none(lambda: proc.memory_info().rss)
 
 
 def _or_none(read: Callable[[], T]) -> T | None:

@@ -476,7 +476,17 @@ def plateau(samples: list[Sample], mark: dict[str, Any]) -> dict[str, Any] | Non
         "kernel_bytes": mean(
             [float((s.kernel_tcp_mem_bytes or 0) + (s.kernel_slab_bytes or 0)) for s in inside]
         ),
+        **({"parts_rss_bytes": parts} if (parts := _parts_mean(inside)) else {}),
     }
+
+
+def _parts_mean(samples: list[Sample]) -> dict[str, float]:
+    """Each part's mean RSS (a several-process backend: instances, Redis, the balancer)."""
+    seen: dict[str, list[int]] = {}
+    for sample in samples:
+        for name, rss in (sample.parts_rss or {}).items():
+            seen.setdefault(name, []).append(rss)
+    return {name: sum(values) / len(values) for name, values in seen.items()}
 
 
 def fit_memory(points: list[dict[str, Any]], warnings: list[str]) -> Memory:

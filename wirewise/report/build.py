@@ -34,11 +34,12 @@ class ReportFiles:
         ]
 
 
-def build_report(run_dir: Path, out_dir: Path) -> ReportFiles:
+def build_report(run_dir: Path, out_dir: Path, reference: Path | None = None) -> ReportFiles:
     """Read one results run and write its charts, ``report.md`` and ``report.html`` to ``out_dir``.
 
     ``run_dir`` is a run directory (or its ``summary.json``); raises
     :class:`wirewise.results.SchemaError` for a results file this version cannot read.
+    ``reference``: a single-process run that decide's estimates for a scale-out run come from.
     """
     began = time.monotonic()
     source = Path(run_dir)
@@ -49,7 +50,9 @@ def build_report(run_dir: Path, out_dir: Path) -> ReportFiles:
     charts_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(summary, run_dir, charts_dir)
     draw_charts(ctx)
-    blocks = document(summary, run_dir, ctx.charts, ctx.skipped)
+    against = load_summary(reference) if reference is not None else None
+    named = f"run {Path(reference).name}" if reference is not None else ""
+    blocks = document(summary, run_dir, ctx.charts, ctx.skipped, against, named)
     markdown = out_dir / "report.md"
     markdown.write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     page = out_dir / "report.html"

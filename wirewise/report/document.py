@@ -14,6 +14,7 @@ from wirewise.report.conditions import (
     started,
     workload,
 )
+from wirewise.report.scaleout import scaleout_blocks
 from wirewise.report.select import of, poll_results, scenarios_in, valid
 from wirewise.report.tables import (
     conditions_table,
@@ -34,8 +35,15 @@ from wirewise.results import Summary
 
 
 def document(
-    summary: Summary, run_dir: Path, charts: dict[str, Chart], skipped: list[str]
+    summary: Summary,
+    run_dir: Path,
+    charts: dict[str, Chart],
+    skipped: list[str],
+    reference: Summary | None = None,
+    reference_source: str = "",
 ) -> list[Block]:
+    """``reference``: a single-process run whose decide estimates a scale-out run is read
+    against."""
     metadata = summary.metadata
     figures = Figures(charts)
     good = len(valid(summary.results))
@@ -90,6 +98,7 @@ def document(
         blocks.append(Para(f"{sampling_text(metadata)}; {repeats_text(summary)}."))
         blocks.append(costs)
         blocks += figures.place("cpu-per-1k", "bytes-per-message")
+    blocks += scaleout_blocks(summary, reference, reference_source)
     polls = poll_results(summary)
     if polls:
         blocks.append(Heading(2, "Short polling against its interval", "polling"))
@@ -138,6 +147,7 @@ def without_empty_sections(blocks: list[Block]) -> list[Block]:
                 continue
         kept.append(block)
     return kept
+
 
 KILLED = {
     "faults": ("Reliability", "reliability", RELIABILITY_TEXT, reliability_table),
