@@ -373,6 +373,33 @@ def test_faults_run_kills_restarts_and_accounts_for_every_delivery(tmp_path: Pat
     assert (run / "faults-sse-r1" / "server-restarted.log").exists()
 
 
+def test_a_cluster_run_records_each_part_and_reads_against_decide(tmp_path: Path) -> None:
+    """idle on three instances sharing one port (~10 s): the instances' memory summed, each
+    part's apart, and the report sets decide's estimate (from the reference) beside it."""
+    needs("redis")
+    argv = ["bench", "--scenario", "idle", "--quick", "--transport", "sse", "--instances", "3"]
+    assert main([*argv, "--balancer", "reuseport", "--out", str(tmp_path)]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = read_summary(run)
+    assert summary["metadata"]["plan"]["instances"] == 3
+    (result,) = summary["results"]
+    memory = result["memory_per_connection"]
+    top = max(memory["points"], key=lambda p: p["clients"])
+    parts = top["parts_rss_bytes"]
+    assert sorted(parts) == ["instance 1", "instance 2", "instance 3", "redis"]
+    instances = sum(v for name, v in parts.items() if name.startswith("instance"))
+    assert instances == pytest.approx(top["rss_bytes"], rel=0.01)  # the instances, summed
+    assert memory["rss_bytes"] > 0 and top["connections"] >= top["clients"]
+    results = Path(__file__).resolve().parent.parent / "results"
+    reference = results / (results / "REFERENCE").read_text().strip()
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out), "--reference", str(reference)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Scale-out (idle, several processes)" in text
+    assert "| sse | 300 | 3 |" in text  # 300 clients on 3 instances
+    assert "| estimate / measured |" in text  # decide's estimate beside the measurement
+
+
 def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
     tmp_path: Path,
 ) -> None:

@@ -387,3 +387,37 @@ def test_parse_ss_info_reads_the_continuation_line() -> None:
     first = parsed[("127.0.0.1:41647", "127.0.0.1:60282")]
     assert first.wire_sent == 10_000 + 2 * (20 + 20 + 12), "IPv4 + TCP + timestamps per segment"
     assert first.wire_received == 9_000 + 4 * 52
+
+
+def test_several_instances_are_summed_and_each_part_recorded() -> None:
+    """A several-process backend: the server figures are the instances' sums (None once one
+    is gone, rather than a sum over fewer), and each named part's RSS is kept apart."""
+    code = "import sys, time; block = b'x' * (int(sys.argv[1]) * 1024 * 1024); time.sleep(60)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(mib)]) for mib in (20, 40, 5)]
+    try:
+        time.sleep(1.0)  # the blocks are written
+        first, second, other = (p.pid for p in procs)
+        sampler = Sampler(
+            first,
+            lambda: [],
+            port=1,
+            instances=[first, second],
+            parts={"instance 1": first, "instance 2": second, "redis": other},
+        )
+        sample = sampler.sample()
+        rss = {name: psutil.Process(pid).memory_info().rss for name, pid in
+               (("instance 1", first), ("instance 2", second), ("redis", other))}  # fmt: skip
+        assert sample.parts_rss is not None and set(sample.parts_rss) == set(rss)
+        for name, value in rss.items():
+            assert sample.parts_rss[name] == pytest.approx(value, rel=0.05)
+        assert sample.server_rss == pytest.approx(rss["instance 1"] + rss["instance 2"], rel=0.05)
+        assert sample.server_rss > (55 * MiB) and sample.server_cpu_s is not None
+        procs[1].kill()
+        procs[1].wait()
+        gone = sampler.sample()
+        assert gone.server_rss is None and gone.server_cpu_s is None
+        assert gone.parts_rss is not None and "instance 2" not in gone.parts_rss
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
