@@ -335,7 +335,7 @@ def stored_by_old(key: str, killed: float) -> bool:
     return ts is None or ts < killed * 1e6
 
 
-def accounting(restart: dict[str, float] | None) -> dict[str, Any]:
+def accounting(restart: dict[str, Any] | None) -> dict[str, Any]:
     """Every expected delivery: delivered, duplicated, lost with a gap, or lost silently."""
     killed = restart["killed_at"] if restart else math.inf
     listening = restart["listening_at"] if restart else math.inf
@@ -348,7 +348,13 @@ def accounting(restart: dict[str, float] | None) -> dict[str, Any]:
         ]
         after_kill = [(t, cursor) for t, cursor in receiver.gaps if t >= killed]
         came_back = back(receiver, restart) if restart else None
-        if came_back is not None:
+        kills = (restart or {}).get("kills")
+        if kills:  # a rolling restart: each reopened session, from the stop that caused it
+            for t in receiver.sessions:
+                before = [k for k in kills if k <= t]
+                if before:
+                    reconnect_ms.append(round((t - max(before)) * 1000, 1))
+        elif came_back is not None:
             reconnect_ms.append(round((came_back - listening) * 1000, 1))
         for key, msg_id, acked_at, _ in acked:
             copies = receiver.got.get(key, 0)

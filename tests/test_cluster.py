@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import TEST_SETTINGS, needs
 from tests.servers import ServerProcess, start
 from wirewise.clients import Client, client_for
-from wirewise.cluster import start_redis
+from wirewise.cluster import ClusterPlan, start_cluster, start_redis
 from wirewise.protocol import Gap, NewMessage, UserJoined
 
 PART = re.compile(r"wirewise: (instance \d+|redis|haproxy|nginx) at (\S+) \(pid (\d+)\)")
@@ -179,3 +179,37 @@ def _emptied(started: list[ServerProcess], redis_url: str, redis: Any) -> None:
         gaps = [m for m in got if isinstance(m, Gap)]
         assert [g.requested_after for g in gaps] == [old[-1]]
         assert got[-1].text == "new" and got[-1].id == new
+
+
+def test_a_rolling_restart_replaces_each_instance_and_loses_nothing(tmp_path: Path) -> None:
+    """A deploy's steps through the launcher's own API: each instance in turn gets SIGTERM and
+    a replacement on its port while a listener stays subscribed through HAProxy."""
+    needs("redis")
+    needs("haproxy")
+    plan = ClusterPlan("ws", instances=3, balancer="haproxy", serve_args=TEST_SETTINGS)
+    cluster = start_cluster(plan)
+    try:
+        room = unique("deploy")
+        with client_for("ws", cluster.url) as ada, client_for("ws", cluster.url) as bob:
+            ada.login("ada")
+            bob.login("bob")
+            sub = bob.subscribe(room, after=0)
+            assert sub.wait_connected(WAIT)
+            texts = []
+            for index in range(3):
+                old = cluster.instances[index]
+                texts.append(ada.send(room, f"before {index}") and f"before {index}")
+                new = cluster.replace(index)
+                assert new.pid != old.pid and not _alive(old.pid)
+                assert new.address == old.address  # the balancer's configuration still holds
+            texts.append(ada.send(room, "after") and "after")
+            got: list[str] = []
+            deadline = time.monotonic() + WAIT
+            while len(got) < len(texts) and time.monotonic() < deadline:
+                message = sub.get(0.5)
+                assert not isinstance(message, Gap)
+                if isinstance(message, NewMessage):
+                    got.append(message.text)
+            assert got == texts
+    finally:
+        cluster.stop()

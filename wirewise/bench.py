@@ -26,7 +26,7 @@ from typing import Any
 
 import wirewise.scenarios
 from wirewise.clients.base import SOURCES_ENV
-from wirewise.faults import FAULT_SETTINGS, ClusterServer, Failover, Faults
+from wirewise.faults import FAULT_SETTINGS, ClusterServer, Failover, Faults, Rolling
 from wirewise.plan import ROOT, Plan, Run, expected_seconds, plan_runs, scenario_options
 from wirewise.processes import (
     SERVER_SETTINGS,
@@ -230,9 +230,9 @@ def run_one(
         shared = None  # this run kills its server
     server: Server | ClusterServer
     faults: Faults | Failover | None = None
-    if run.scenario == "failover":
+    if run.scenario in ("failover", "rolling"):
         server = ClusterServer.start(run.backend, plan.poll_interval)
-        faults = Failover(server, directory)
+        faults = (Rolling if run.scenario == "rolling" else Failover)(server, directory)
     elif plan.instances > 1:
         server = ClusterServer.start(
             run.backend, plan.poll_interval, plan.instances, plan.balancer, ()

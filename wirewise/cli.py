@@ -335,10 +335,10 @@ def make_plan(
     balancer: str = "haproxy",
 ) -> Any:
     from wirewise.cluster import BALANCERS
-    from wirewise.plan import QUICK_SCENARIOS, SCENARIOS, Plan
+    from wirewise.plan import DEFAULT_SCENARIOS, QUICK_SCENARIOS, SCENARIOS, Plan
     from wirewise.registry import BACKENDS, TRANSPORTS
 
-    chosen = tuple(scenario or (QUICK_SCENARIOS if quick else SCENARIOS))
+    chosen = tuple(scenario or (QUICK_SCENARIOS if quick else DEFAULT_SCENARIOS))
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         raise typer.BadParameter(f"unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")

@@ -101,6 +101,20 @@ class Cluster:
     instances: list[Part] = field(default_factory=list)
     balancer: Part | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="wirewise-")))
+    broker: str = ""
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    """One signer: a token from any instance works on all (never on a command line)."""
+
+    def replace(self, index: int) -> Part:
+        """A deploy's step: SIGTERM instance ``index`` (its clients are told to reconnect),
+        wait until it has exited, and start its replacement on the same port."""
+        old = self.instances[index]
+        port = int(old.address.rsplit(":", 1)[1])
+        old.stop()
+        number = int(old.name.split()[-1])
+        new = start_instance(self.plan, number, self.broker, self.secret, port, self.workdir)
+        self.instances[index] = new
+        return new
 
     @property
     def parts(self) -> list[Part]:
@@ -241,6 +255,10 @@ def start_instance(
         *plan.serve_args,
     ]  # fmt: skip
     log = workdir / f"instance-{number}.log"
+    again = 1
+    while log.exists():  # a replacement (a rolling restart) keeps its predecessor's log
+        again += 1
+        log = workdir / f"instance-{number}.{again}.log"
     proc, handle = _spawn(argv, log, {"WIREWISE_SECRET": secret})  # not on a command line
     try:
         url = await_ready(proc, handle, f"instance {number}")
@@ -382,15 +400,16 @@ def start_cluster(plan: ClusterPlan) -> Cluster:
     check_plan(plan)
     cluster = Cluster(plan)
     try:
-        broker = plan.broker
-        if broker is None:
+        cluster.broker = plan.broker or ""
+        if not cluster.broker:
             cluster.redis = start_redis(cluster.workdir, plan.host)
-            broker = cluster.redis.address
-        secret = secrets.token_urlsafe(32)  # one signer: a token from any instance works on all
+            cluster.broker = cluster.redis.address
         shared = (plan.port or free_port(plan.host)) if plan.balancer == "reuseport" else 0
         for number in range(1, plan.instances + 1):
             cluster.instances.append(
-                start_instance(plan, number, broker, secret, shared, cluster.workdir)
+                start_instance(
+                    plan, number, cluster.broker, cluster.secret, shared, cluster.workdir
+                )
             )
         if plan.balancer == "reuseport":
             cluster.url = cluster.instances[0].address

@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 
 from wirewise.cluster import Cluster, ClusterPlan, start_cluster
-from wirewise.processes import SERVER_SETTINGS, Server, start_server
+from wirewise.processes import SERVER_SETTINGS, Server, cores, start_server
 from wirewise.registry import Backend
 from wirewise.sampler import Sampler
 
-__all__ = ["FAULT_SETTINGS", "ClusterServer", "Failover", "Faults", "server_stats"]
+__all__ = ["FAULT_SETTINGS", "ClusterServer", "Failover", "Faults", "Rolling", "server_stats"]
 
 INSTANCES = 3
 
@@ -137,9 +137,18 @@ class ClusterServer:
             serve_args=(*SERVER_SETTINGS, *settings, *presence),
         )
         try:
-            return cls(backend, start_cluster(plan))
+            server = cls(backend, start_cluster(plan))
         except ValueError as exc:  # a part not installed: this run fails, the bench goes on
             raise RuntimeError(str(exc)) from None
+        for pid in server.parts.values():
+            server.pin(pid)
+        return server
+
+    @staticmethod
+    def pin(pid: int) -> None:
+        """Every part on the server's core, as one server is: the same hardware either way."""
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cores()[0])
 
     @property
     def url(self) -> str:
@@ -215,6 +224,51 @@ class Failover:
             "stats_at_end": _summed(self.survivors),
             "survivors_at_end": self.survivors,
         }
+
+
+@dataclass
+class Rolling(Failover):
+    """A deploy: each instance in turn gets SIGTERM and is replaced on its port, the next one
+    only once the replacement listens. Its clients are told (streams end, sockets close with
+    1001) and reconnect through the balancer. The bench's loop waits meanwhile (a few
+    seconds: the sampler, a thread of its own, does not)."""
+
+    def poll(self, sampler: Sampler) -> None:
+        if self.restart is not None:
+            return
+        try:
+            kill_at = json.loads((self.directory / "faults-plan.json").read_text())["kill_at"]
+        except (OSError, ValueError, KeyError):
+            return
+        if time.time() < kill_at:
+            return
+        cluster = self.server.cluster
+        steps: list[dict[str, Any]] = []
+        for index, old in enumerate(list(cluster.instances)):
+            stopped_at = time.time()
+            try:
+                new = cluster.replace(index)
+            except RuntimeError as exc:
+                self.error = f"{old.name} was not replaced: {exc}"
+                break
+            self.server.pin(new.pid)
+            steps.append({"instance": old.name, "at": stopped_at, "ready_at": time.time()})
+            if index == len(cluster.instances) - 1:
+                sampler.follow(new.pid)  # the sampled one (see ClusterServer.pid)
+        first = steps[0]["at"] if steps else time.time()
+        self.restart = {
+            "killed_at": first,
+            "listening_at": first,
+            "failover": f"rolling restart of {len(steps)} instances",
+            "kills": [step["at"] for step in steps],
+            "steps": steps,
+            "instances": len(cluster.instances),
+        }
+        (self.directory / "faults-restart.json").write_text(json.dumps(self.restart))
+
+    def finish(self) -> None:
+        transport = self.server.backend.transport
+        self.survivors = [stats_at(p.address, transport) for p in self.server.cluster.instances]
 
 
 def _summed(stats: list[dict[str, Any] | None]) -> dict[str, Any]:

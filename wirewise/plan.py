@@ -29,7 +29,10 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game", "faults", "failover")
+SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game", "faults", "failover", "rolling")
+DEFAULT_SCENARIOS = SCENARIOS[:6]
+"""What a bare ``wirewise bench`` runs: failover and rolling need Redis and HAProxy, and are
+asked for by name."""
 QUICK_SCENARIOS = ("chat", "broadcast", "idle")
 NO_FAULTS = ("tcp",)
 """The raw-TCP floor is calibration, not a transport a client chooses: no faults run."""
@@ -37,7 +40,7 @@ NO_SATURATE = ("tcp",)
 """The floor's knee lies past what a Python load generator on one core can drive (it costs
 the generator about what it costs the server per delivery): its ramp would measure the
 generator. It calibrates latency, not capacity."""
-PLAIN = ("chat", "broadcast", "game", "faults", "failover")
+PLAIN = ("chat", "broadcast", "game", "faults", "failover", "rolling")
 """Scenarios with one window (the others step: idle by connections, saturate by rate)."""
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -48,6 +51,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "game": {"users": 8, "rate": 20.0, "payload_bytes": 50, "measure": 2.0},
     "faults": {"users": 40, "rate": 2.0, "measure": 6.0},
     "failover": {"users": 40, "rate": 2.0, "measure": 6.0},
+    "rolling": {"users": 40, "rate": 2.0, "measure": 8.0, "kill_at": 0.2},
 }
 FULL: dict[str, dict[str, Any]] = {
     "chat": {"users": 200, "rate": 1.0, "measure": 10.0},
@@ -57,6 +61,7 @@ FULL: dict[str, dict[str, Any]] = {
     "game": {"users": 40, "rate": 20.0, "payload_bytes": 50, "measure": 10.0},
     "faults": {"users": 300, "rate": 0.5, "measure": 12.0},
     "failover": {"users": 300, "rate": 0.5, "measure": 12.0},
+    "rolling": {"users": 300, "rate": 0.5, "measure": 14.0, "kill_at": 0.2},
 }
 FULL_IDLE_POLL = {"step_users": 300}
 """Short pollers at full scale: 1,200 at T = 1 s are ~1,200 requests/s, a good share of what

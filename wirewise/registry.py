@@ -49,9 +49,10 @@ PLAIN_SERVERS = frozenset({"uvicorn", "hypercorn", "asyncio"})
 """Servers a backend's label does not name (each transport's default, or the floor's)."""
 
 
-KILLING = ("faults", "failover")
+KILLING = ("faults", "failover", "rolling")
 """Scenarios whose runner kills a server mid-run: reliability, not latency under load
-(faults restarts the one process; failover kills one instance of three behind a balancer)."""
+(faults restarts the one process; failover kills one instance of three behind a balancer;
+rolling replaces each of the three in turn, as a deploy does)."""
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,13 @@ FAILOVER_TEXT = (
     " one by one, as in faults."
 )
 
+ROLLING_TEXT = (
+    "The same cluster through a deploy: each instance in turn gets SIGTERM (its streams end and"
+    " its sockets close with 1001, so its clients reconnect through the balancer) and is"
+    " replaced on its port, the next one only once the replacement listens. A client may move"
+    " more than once; each reconnection is timed from the stop that caused it."
+)
+
 RELIABILITY_TEXT = (
     "Mid-run the server is killed with SIGKILL and started again on the same port; meanwhile one"
     " reader stops reading while a flood of large messages goes to its room. Every expected"
@@ -152,5 +159,6 @@ def without_empty_sections(blocks: list[Block]) -> list[Block]:
 KILLED = {
     "faults": ("Reliability", "reliability", RELIABILITY_TEXT, reliability_table),
     "failover": ("Failover", "failover", FAILOVER_TEXT, failover_table),
+    "rolling": ("Rolling restart", "rolling", ROLLING_TEXT, failover_table),
 }
 """The scenarios that kill a server: heading, anchor, what happens, their table."""

@@ -280,7 +280,9 @@ def failover_table(results: list[Result]) -> Table:
             [
                 r.label,
                 validity_cell(r),
-                f"{num(f.get('moved'))} of {num(f.get('on_killed_instance'))}",
+                num(f.get("moved"))
+                if f.get("on_killed_instance") is None
+                else f"{num(f.get('moved'))} of {num(f.get('on_killed_instance'))}",
                 num(rec.get("p50"), 0),
                 num(rec.get("p99"), 0),
                 num(rec.get("max"), 0),
@@ -300,9 +302,10 @@ def failover_table(results: list[Result]) -> Table:
         align="ll" + "r" * 10,
         note="Clients moved: those whose subscription reopened after the kill, of the streams,"
         " sockets and held polls the killed instance had (its /stats just before; a short poller"
-        " holds none and never notices). Reconnect: from the kill to each moved client's first"
-        " message on its new connection. Delivered by resume: deliveries a client without resume"
-        " would have missed.",
+        " holds none and never notices); in a rolling restart, every reopened subscription."
+        " Reconnect: from the kill (or the stop that caused it) to the client's first message on"
+        " its new connection. Delivered by resume: deliveries a client without resume would have"
+        " missed.",
         invalid_rows={i for i, r in enumerate(results) if not r.valid},
     )  # fmt: skip
 
