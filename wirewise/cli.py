@@ -536,8 +536,9 @@ def compare(
     console.print(f"results in {run_dir}; {time.monotonic() - started:.0f} s in all")
 
 
-def find_run(results: Path | None) -> Path:
-    """The run to read: the one given, else the newest under ./results, else the bundled one."""
+def find_run(results: Path | None, having: str | None = None) -> Path:
+    """The run to read: the one given, else the newest under ./results, else the bundled one
+    (with ``having``: the newest with a result of that scenario)."""
     from wirewise.plan import ROOT
     from wirewise.results import newest_run
 
@@ -546,17 +547,17 @@ def find_run(results: Path | None) -> Path:
             raise typer.BadParameter(f"{results}: no such file or directory")
         return results
     for base in (Path("results"), ROOT / "results"):
-        run = newest_run(base)
+        run = newest_run(base, having)
         if run is not None:
             return run
     raise typer.BadParameter("no results run found: run `wirewise bench --quick` or pass --results")
 
 
-def load_run(results: Path | None) -> tuple[Path, Summary]:
+def load_run(results: Path | None, having: str | None = None) -> tuple[Path, Summary]:
     """The run and its checked, typed summary; an unreadable one is a usage error (exit 2)."""
     from wirewise.results import SchemaError, load_summary
 
-    run = find_run(results)
+    run = find_run(results, having)
     try:
         return run, load_summary(run)
     except SchemaError as exc:
@@ -591,7 +592,9 @@ def decide(
     ] = False,
     results: Annotated[
         Path | None,
-        typer.Option(help="A results run (default: the newest, or the bundled reference)."),
+        typer.Option(
+            help="A results run (default: the newest with a chat result, or the bundled reference)."
+        ),
     ] = None,
     json_out: Annotated[
         bool,
@@ -629,7 +632,7 @@ def decide(
     except WorkloadError as exc:
         flag = f"'--{exc.field.replace('_', '-')}'"
         raise typer.BadParameter(exc.message, param_hint=flag) from None
-    run, summary = load_run(results)
+    run, summary = load_run(results, having="chat")
     decision = run_decide(workload, summary, run.name)
     if json_out:
         # allow_nan=False: JSON has no NaN or Infinity; as_json has replaced any by null.
@@ -662,7 +665,7 @@ def explain(
     note = ""
     run = Path("")
     try:
-        run, summary = load_run(results)
+        run, summary = load_run(results, having="chat")
     except typer.BadParameter as exc:
         if results is not None:  # asked for this run: not reading it is an error, not a fallback
             raise

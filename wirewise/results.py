@@ -467,7 +467,20 @@ def load_summary(path: Path) -> Summary:
     return Summary.from_json(read_summary(path))
 
 
-def newest_run(results_dir: Path) -> Path | None:
-    """The newest run directory holding a ``summary.json`` (run ids sort by time)."""
-    runs = sorted(p.parent for p in results_dir.glob("*/summary.json"))
-    return runs[-1] if runs else None
+def newest_run(results_dir: Path, having: str | None = None) -> Path | None:
+    """The newest run directory holding a ``summary.json`` (run ids sort by time); with
+    ``having``, the newest that has a result of that scenario (a failover-only run is no
+    basis for ``decide``)."""
+    runs = sorted((p.parent for p in results_dir.glob("*/summary.json")), reverse=True)
+    for run in runs:
+        if having is None or _has_scenario(run / "summary.json", having):
+            return run
+    return None
+
+
+def _has_scenario(path: Path, scenario: str) -> bool:
+    try:
+        rows = json.loads(path.read_text()).get("results", [])
+    except (OSError, ValueError):
+        return False
+    return any(row.get("scenario") == scenario for row in rows)
