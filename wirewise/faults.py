@@ -34,6 +34,15 @@ FAULT_SETTINGS = ("--secret", "wirewise-faults", "--set", "queue=50", "--set", "
 """faults: tokens must outlive the killed process; a short queue lets one flood overflow it."""
 
 
+def kill_due(directory: Path) -> bool:
+    """Has the time the scenario planned for the kill (``faults-plan.json``) come?"""
+    try:
+        kill_at = json.loads((directory / "faults-plan.json").read_text())["kill_at"]
+    except (OSError, ValueError, KeyError):
+        return False  # not written yet (or being written)
+    return time.time() >= float(kill_at)
+
+
 def server_stats(server: Server | ClusterServer) -> dict[str, Any] | None:
     """The server's ``/stats`` (its own count of slow-consumer disconnects), or None."""
     return stats_at(server.url, server.backend.transport)
@@ -65,11 +74,7 @@ class Faults:
     def poll(self, sampler: Sampler) -> None:
         if self.restart is not None or self.error is not None:
             return
-        try:
-            kill_at = json.loads((self.directory / "faults-plan.json").read_text())["kill_at"]
-        except (OSError, ValueError, KeyError):
-            return  # not written yet (or being written)
-        if time.time() < kill_at:
+        if not kill_due(self.directory):
             return
         self.stats_before = server_stats(self.server)
         old = self.server
@@ -189,11 +194,7 @@ class Failover:
     def poll(self, sampler: Sampler) -> None:
         if self.restart is not None:
             return
-        try:
-            kill_at = json.loads((self.directory / "faults-plan.json").read_text())["kill_at"]
-        except (OSError, ValueError, KeyError):
-            return
-        if time.time() < kill_at:
+        if not kill_due(self.directory):
             return
         victim = self.server.cluster.instances[0]
         self.stats_before = stats_at(victim.address, self.server.backend.transport)
@@ -236,11 +237,7 @@ class Rolling(Failover):
     def poll(self, sampler: Sampler) -> None:
         if self.restart is not None:
             return
-        try:
-            kill_at = json.loads((self.directory / "faults-plan.json").read_text())["kill_at"]
-        except (OSError, ValueError, KeyError):
-            return
-        if time.time() < kill_at:
+        if not kill_due(self.directory):
             return
         cluster = self.server.cluster
         steps: list[dict[str, Any]] = []
