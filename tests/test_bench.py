@@ -38,6 +38,7 @@ from wirewise.summarize import (
     GENERATOR_SATURATED,
     fit_memory,
     interpolate,
+    parts_cpu_between,
     step_knee,
     summarize_repeat,
     summarize_run,
@@ -195,6 +196,7 @@ def sample(t: float, server_cpu: float, loadgen_cpu: float, busiest: float, **mo
         loadgen_cpu_percent_max_single=busiest,
         loadgen_cpu_s=loadgen_cpu,
         bench_cpu_s=0.0,
+        parts_cpu_s=more.get("parts_cpu"),
     )
 
 
@@ -298,6 +300,20 @@ def test_cpu_is_interpolated_between_samples() -> None:
     assert interpolate(rows, "server_cpu_s", 9.0) is None, "no figure outside the samples"
 
 
+def test_each_parts_cpu_is_interpolated_and_a_part_not_sampled_throughout_is_left_out() -> None:
+    rows = [
+        sample(10.0, 0.0, 0.0, 0.0, parts_cpu={"redis": 1.0, "haproxy": 5.0}),
+        sample(10.5, 0.0, 0.0, 0.0, parts_cpu={"redis": 2.0, "haproxy": 5.5}),
+        sample(11.0, 0.0, 0.0, 0.0, parts_cpu={"redis": 4.0}),  # haproxy gone
+    ]
+    assert parts_cpu_between(rows, 10.25, 10.75) == {"redis": pytest.approx(1.5)}
+    assert parts_cpu_between(rows, 10.0, 10.5) == {
+        "redis": pytest.approx(1.0),
+        "haproxy": pytest.approx(0.5),
+    }
+    assert parts_cpu_between(rows[:1], 10.0, 10.5) == {}
+
+
 def test_memory_is_fitted_against_clients() -> None:
     points = [
         {
@@ -395,7 +411,7 @@ def test_a_cluster_run_records_each_part_and_reads_against_decide(tmp_path: Path
     out = tmp_path / "report"
     assert main(["report", str(run), "--out", str(out), "--reference", str(reference)]) == 0
     text = (out / "report.md").read_text()
-    assert "## Scale-out (idle, several processes)" in text
+    assert "## Scale-out (several processes)" in text
     assert "| sse | 300 | 3 |" in text  # 300 clients on 3 instances
     assert "| estimate / measured |" in text  # decide's estimate beside the measurement
 

@@ -412,6 +412,7 @@ def test_several_instances_are_summed_and_each_part_recorded() -> None:
             assert sample.parts_rss[name] == pytest.approx(value, rel=0.05)
         assert sample.server_rss == pytest.approx(rss["instance 1"] + rss["instance 2"], rel=0.05)
         assert sample.server_rss > (55 * MiB) and sample.server_cpu_s is not None
+        assert sample.parts_cpu_s is not None and set(sample.parts_cpu_s) == set(rss)
         procs[1].kill()
         procs[1].wait()
         gone = sampler.sample()

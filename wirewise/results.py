@@ -222,6 +222,8 @@ class Repeat:
     deliveries: Deliveries = field(default_factory=Deliveries)
     throughput_msgs_per_s: float | None = None
     server_cpu_ms_per_1k_msgs: float | None = None
+    parts_cpu_ms_per_1k_msgs: dict[str, float] | None = None
+    """A several-process backend: each part's CPU per 1,000 deliveries (Redis, the balancer)."""
     bytes_per_message: BytesPerMessage = field(default_factory=BytesPerMessage)
     memory_per_connection: Memory = field(default_factory=Memory)
     steps: list[Step] = field(default_factory=list)
@@ -256,6 +258,8 @@ class Result:
     server_cpu_ms_per_1k_msgs: float | None = None
     server_cpu_ms_per_1k_msgs_range: list[float] | None = None
     """Lowest and highest of the repeats' figures."""
+    parts_cpu_ms_per_1k_msgs: dict[str, float] | None = None
+    """A several-process backend: each part's CPU per 1,000 deliveries, the repeats' median."""
     bytes_per_message: BytesPerMessage = field(default_factory=BytesPerMessage)
     memory_per_connection: Memory = field(default_factory=Memory)
     steps: list[Step] = field(default_factory=list)

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple, TypeVar
 
 import psutil
@@ -121,6 +122,8 @@ class Sample:
     parts_rss: dict[str, int] | None = None
     """RSS of each part of a several-process backend (instances, Redis, the balancer), bytes;
     the ``server_*`` figures above are then the instances' sums."""
+    parts_cpu_s: dict[str, float] | None = None
+    """CPU seconds of each part so far (as ``server_cpu_s``)."""
 
 
 def sockstat(path: str = SOCKSTAT) -> dict[str, dict[str, int]]:
@@ -387,11 +390,18 @@ class Sampler:
             loadgen_cpu_s=self._loadgen_seconds(),
             bench_cpu_s=cpu_seconds(os.getpid()),
             parts_rss=self._parts_rss() if self._parts else None,
+            parts_cpu_s=self._parts_cpu() if self._parts else None,
         )
 
     def _parts_rss(self) -> dict[str, int]:
         found = {name: _rss(proc) for name, proc in self._parts.items()}
         return {name: rss for name, rss in found.items() if rss is not None}
+
+    def _parts_cpu(self) -> dict[str, float]:
+        found = {
+            name: _or_none(partial(_process_cpu_s, proc)) for name, proc in self._parts.items()
+        }
+        return {name: cpu for name, cpu in found.items() if cpu is not None}
 
     def _server_figures(self, uss: bool) -> tuple[int | None, int | None, float | None, int | None]:
         """(rss, uss, cpu seconds, fds); each None once the server is gone. Several instances:

@@ -126,6 +126,23 @@ def cpu_between(samples: list[Sample], name: str, start: float, end: float) -> f
     return None if first is None or last is None else max(last - first, 0.0)
 
 
+def parts_cpu_between(samples: list[Sample], start: float, end: float) -> dict[str, float]:
+    """Each part's CPU seconds in [start, end] (several processes), interpolated as
+    :func:`cpu_between` is; a part not sampled across the span is left out."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for sample in samples:
+        for name, seconds in (sample.parts_cpu_s or {}).items():
+            series.setdefault(name, []).append((sample.t, seconds))
+    found = {}
+    for name, points in series.items():
+        ts = [t for t, _ in points]
+        if len(points) < 2 or ts[0] > start or ts[-1] < end:
+            continue
+        values = [v for _, v in points]
+        found[name] = max(float(np.interp(end, ts, values) - np.interp(start, ts, values)), 0.0)
+    return found
+
+
 def busiest_generator(samples: list[Sample], spans: list[tuple[float, float]]) -> float | None:
     """The busiest Locust process's CPU percent while measuring. A sample's percentage covers
     the interval since the previous sample, so only intervals wholly inside a span count (the
@@ -293,6 +310,11 @@ def _plain(raw: RawRun, repeat: Repeat) -> dict[str, Any]:
         server = cpu_between(raw.samples, "server_cpu_s", start, stop)
         if server is not None:
             repeat.server_cpu_ms_per_1k_msgs = round(server * 1e6 / delivered, 3)
+        parts = parts_cpu_between(raw.samples, start, stop)
+        if parts:
+            repeat.parts_cpu_ms_per_1k_msgs = {
+                name: round(seconds * 1e6 / delivered, 3) for name, seconds in parts.items()
+            }
         repeat.bytes_per_message = bytes_between(
             raw.traffic, start, stop, delivered, acct.publisher["sent"]
         )
@@ -599,6 +621,14 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     repeat.load_generator = generator_of(raw, [span], 0)
 
 
+def median_parts(each: list[dict[str, float] | None]) -> dict[str, float] | None:
+    """Per part, the median over the repeats that measured it."""
+    names = sorted({name for parts in each if parts for name in parts})
+    if not names:
+        return None
+    return {name: stats.median([p[name] for p in each if p and name in p]) or 0.0 for name in names}
+
+
 def _held(stats_: dict[str, Any] | None) -> int | None:
     """Streams, sockets and held polls an instance had (its ``/stats``), or None."""
     return int(stats_.get("subscriptions", 0)) if stats_ else None
@@ -808,6 +838,7 @@ def aggregate(items: list[tuple[dict[str, Any], Repeat, dict[str, Any]]]) -> Res
     cpu = [r.server_cpu_ms_per_1k_msgs for r in repeats if r.server_cpu_ms_per_1k_msgs is not None]
     result.server_cpu_ms_per_1k_msgs = stats.median(cpu)
     result.server_cpu_ms_per_1k_msgs_range = [min(cpu), max(cpu)] if cpu else None
+    result.parts_cpu_ms_per_1k_msgs = median_parts([r.parts_cpu_ms_per_1k_msgs for r in repeats])
     result.bytes_per_message = median_bytes([r.bytes_per_message for r in repeats])
     result.memory_per_connection = median_memory([r.memory_per_connection for r in repeats])
     result.load_generator = worst_generator([r.load_generator for r in repeats])

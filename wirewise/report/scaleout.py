@@ -28,22 +28,48 @@ def scaled(summary: Summary) -> list[Result]:
 
 def scaleout_blocks(summary: Summary, reference: Summary | None, source: str) -> list[Block]:
     results = scaled(summary)
-    if not results:
+    costed = [r for r in summary.results if r.parts_cpu_ms_per_1k_msgs]
+    if not results and not costed:
         return []
     plan = summary.metadata.get("plan") or {}
     blocks: list[Block] = [
-        Heading(2, "Scale-out (idle, several processes)", "scale-out"),
+        Heading(2, "Scale-out (several processes)", "scale-out"),
         Para(
             f"{plan.get('instances', '?')} server processes behind"
-            f" {plan.get('balancer') or 'a balancer'}, sharing rooms through Redis; the load"
-            " generator's connections spread over source addresses in 127.0.0.0/8. Memory at the"
-            " top plateau, per part; per client, the slope over the plateaus (instances summed)."
+            f" {plan.get('balancer') or 'a balancer'}, sharing rooms through Redis, every part"
+            " on the server's core; the load generator's connections spread over source"
+            " addresses in 127.0.0.0/8."
         ),
-        parts_table(results),
     ]
-    if reference is not None:
-        blocks.append(estimate_table(results, reference, source))
+    if costed:
+        blocks.append(parts_cpu_table(costed))
+    if results:
+        blocks.append(parts_table(results))
+        if reference is not None:
+            blocks.append(estimate_table(results, reference, source))
     return blocks
+
+
+def parts_cpu_table(results: list[Result]) -> Table:
+    rows = []
+    for r in results:
+        parts = r.parts_cpu_ms_per_1k_msgs or {}
+        instances = sum(v for name, v in parts.items() if name.startswith("instance"))
+        others = {name: v for name, v in parts.items() if not name.startswith("instance")}
+        rows.append(
+            [
+                f"{r.scenario}/{r.label}",
+                num(instances, 1),
+                ", ".join(f"{name} {num(v, 2)}" for name, v in sorted(others.items())) or "-",
+                num(instances + sum(others.values()), 1),
+            ]
+        )
+    return Table(
+        ["result", "instances ms", "others ms", "all parts ms"],
+        rows,
+        note="CPU per 1,000 deliveries over the measurement window, per part (the repeats'"
+        " median); the cost table's server CPU counts the instances only.",
+    )
 
 
 def _top(result: Result) -> dict[str, Any]:
