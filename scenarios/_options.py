@@ -43,6 +43,9 @@ class ScenarioOptions:
     )
     settle_timeout: float = _opt(60.0, "Most seconds to wait for the server to settle")
     server_pid: int = _opt(0, "The server's pid, to watch its CPU (0: not watched)")
+    total_users: int = _opt(
+        0, "Users over every load generator (0: -u); a worker started alone never sees -u"
+    )
     step_users: int = _opt(100, "idle: users added per step")
     step_seconds: float = _opt(5.0, "idle, saturate: seconds per step")
     steps: int = _opt(5, "idle, saturate: most steps")

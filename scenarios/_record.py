@@ -49,6 +49,14 @@ def options(environment: Environment) -> ScenarioOptions:
     return cached
 
 
+def total_users(environment: Environment) -> int:
+    """Users over every load generator. Locust sends a worker the master's own options but
+    not ``-u``; a forked worker (``--processes``) inherited it, one started on its own
+    (``locust --worker -f -``, another host's) did not, so the bench passes it as an option."""
+    given = options(environment).total_users
+    return given or int(getattr(environment.parsed_options, "num_users", None) or 1)
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 

@@ -19,7 +19,7 @@ from locust.runners import WorkerRunner
 
 from wirewise.clients import ClientError, Refused
 from wirewise.clients.lean import LeanClient, LeanSubscription, lean_client_for
-from wirewise.scenarios._record import LATE_GRACE_US, RECORDER, now_us, options
+from wirewise.scenarios._record import LATE_GRACE_US, RECORDER, now_us, options, total_users
 
 # -- users ---------------------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class ChatUser(User):
     def pick_room(self) -> str:
         opts = options(self.environment)
         size = opts.room_size or self.default_room_size
-        users = self.environment.parsed_options.num_users
+        users = total_users(self.environment)
         rooms = max(1, math.ceil(users / size)) if size else 1
         return f"{self.scenario}-{self.number % rooms}"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from wirewise.scenarios._phases import plain_scenario
-from wirewise.scenarios._record import RECORDER, options
+from wirewise.scenarios._record import RECORDER, options, total_users
 from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "broadcast"
@@ -18,7 +18,7 @@ SCENARIO = "broadcast"
 
 def rooms(user: ChatUser) -> int:
     opts = options(user.environment)
-    listeners = max(1, user.environment.parsed_options.num_users - Publisher.fixed_count)
+    listeners = max(1, total_users(user.environment) - Publisher.fixed_count)
     return max(1, math.ceil(listeners / opts.room_size)) if opts.room_size else 1
 
 

@@ -47,7 +47,7 @@ from wirewise.ledger import RawMessages
 from wirewise.metrics import Histogram
 from wirewise.protocol import Error, Gap, NewMessage, ServerMessage
 from wirewise.scenarios._phases import CONTROLLER, expected_receivers
-from wirewise.scenarios._record import ENV, RECORDER, is_worker, options
+from wirewise.scenarios._record import ENV, RECORDER, is_worker, options, total_users
 from wirewise.scenarios._users import ChatUser
 
 SCENARIO = "faults"
@@ -203,7 +203,7 @@ class Member(FaultUser):
     def pick_room(self) -> str:
         opts = options(self.environment)
         size = opts.room_size or self.default_room_size
-        members = max(1, self.environment.parsed_options.num_users - 2)
+        members = max(1, total_users(self.environment) - 2)
         return f"{SCENARIO}-{self.number % max(1, math.ceil(members / size))}"
 
 
@@ -425,7 +425,7 @@ def _quitting(environment: Any, **kwargs: Any) -> None:
         "scenario": SCENARIO,
         "transport": opts.transport,
         "options": opts.as_dict(),
-        "users": environment.parsed_options.num_users,
+        "users": total_users(environment),
         "window": {"start": window[0] / 1e6, "end": window[1] / 1e6},
         "room_size": opts.room_size or Member.default_room_size,
         "faults": accounting(restart),

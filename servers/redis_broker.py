@@ -19,8 +19,17 @@ from before is answered with an explicit ``gap``, never a silent skip.
 Membership: each process announces the joins and leaves it sees, as with one process; the
 script counts them per room and user over every process (a hash in Redis) and stores a
 ``user_joined`` only when the count goes from 0 to 1, a ``user_left`` only when it returns to 0,
-so a user whose requests a balancer spreads over three processes joins once. A process killed
-with SIGKILL never takes its counts back: its users stay members until they leave elsewhere.
+so a user whose requests a balancer spreads over three processes joins once. Each process
+also keeps its own share of the counts, and renews a lease in Redis every second. A process
+killed with SIGKILL takes nothing back itself: once its lease has run out (:data:`LEASE_S`),
+whichever process sweeps first takes its share off the counts, atomically, and stores a
+``user_left`` for each user whose count reached 0, unless that user has joined again meanwhile.
+A user who reconnected to a survivor before the sweep stays a member and is never told of a
+leave.
+
+Redis that stops answering (a hung process, a partition) fails a publish after
+:data:`COMMAND_TIMEOUT_S` with ``unavailable`` instead of holding its sender; the channel's
+connection has no read timeout, as a quiet channel is not a dead one.
 
 Retries: ``(user, client_msg_id)`` is remembered per room in Redis for as long as the event is
 kept, so a retry that lands on another process (after a failover, through a balancer with no
@@ -37,9 +46,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -56,15 +69,25 @@ log = logging.getLogger("wirewise.redis")
 PREFIX = "wirewise:"
 CHANNEL = PREFIX + "events"
 BASE = PREFIX + "base"
+INSTANCES = PREFIX + "instances"
+"""Every process's lease: a sorted set, scored by when the lease runs out (Redis's clock, ms)."""
 PLACEHOLDER = 2**53 - 1
 """The id an event is encoded with before Redis numbers it (spliced out by the script)."""
+LEASE_S = 5.0
+"""A process whose lease is older than this is gone; its members are taken back."""
+RENEW_S = 1.0
+"""How often a process renews its lease and sweeps for expired ones."""
+COMMAND_TIMEOUT_S = 3.0
 
 PUBLISH = """
-local stream, counter, base_key, seen, order, members =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local stream, counter, base_key, seen, order, members, mine, my_rooms =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local head, tail, history, channel, field = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local user, delta = ARGV[6], tonumber(ARGV[7])
+local user, delta, room, if_absent = ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
+if if_absent == '1' and redis.call('HEXISTS', members, user) == 1 then return {'0', 0} end
 if delta ~= 0 then
+  if redis.call('HINCRBY', mine, user, delta) <= 0 then redis.call('HDEL', mine, user) end
+  redis.call('SADD', my_rooms, room)
   local count = redis.call('HINCRBY', members, user, delta)
   if count <= 0 then redis.call('HDEL', members, user) end
   if (delta > 0 and count ~= 1) or (delta < 0 and count > 0) then return {'0', 0} end
@@ -97,7 +120,43 @@ return {id, 1}
 """
 
 
-def _keys(room: str) -> list[str]:
+RENEW = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
+"""
+"""Renew this process's lease; answer the processes whose lease ran out."""
+
+REAP = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > ms then return {} end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local prefix, gone = ARGV[2], {}
+local rooms_key = prefix .. 'instance:' .. ARGV[1] .. ':rooms'
+for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+  local members = prefix .. 'room:' .. room .. ':members'
+  local mine = members .. ':' .. ARGV[1]
+  local counts = redis.call('HGETALL', mine)
+  for i = 1, #counts, 2 do
+    if redis.call('HINCRBY', members, counts[i], -tonumber(counts[i + 1])) <= 0 then
+      redis.call('HDEL', members, counts[i])
+      table.insert(gone, room)
+      table.insert(gone, counts[i])
+    end
+  end
+  redis.call('DEL', mine)
+end
+redis.call('DEL', rooms_key)
+return gone
+"""
+"""Take an expired process's share off every room's counts (once: the first sweeper removes
+its lease); answer (room, user) pairs whose count reached 0."""
+
+
+def _keys(room: str, instance: str) -> list[str]:
     room_key = PREFIX + "room:" + room
     return [
         room_key,
@@ -106,6 +165,8 @@ def _keys(room: str) -> list[str]:
         room_key + ":seen",
         room_key + ":order",
         room_key + ":members",
+        room_key + ":members:" + instance,
+        PREFIX + "instance:" + instance + ":rooms",
     ]
 
 
@@ -115,8 +176,14 @@ class RedisBroker(RoomLogs):
     def __init__(self, url: str, history: int) -> None:
         super().__init__(history, base=0)
         self.url = url
-        self._redis = aioredis.Redis.from_url(url)
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=COMMAND_TIMEOUT_S
+        )
+        self._channel = aioredis.Redis.from_url(url, socket_connect_timeout=COMMAND_TIMEOUT_S)
         self._script = self._redis.register_script(PUBLISH)
+        self._renew = self._redis.register_script(RENEW)
+        self._reap = self._redis.register_script(REAP)
         self._outbox: deque[tuple[list[str], list[str | int], asyncio.Future[Sent]]] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,6 +208,7 @@ class RedisBroker(RoomLogs):
         self._tasks = [
             asyncio.ensure_future(self._follow()),
             asyncio.ensure_future(self._send_outbox()),
+            asyncio.ensure_future(self._lease()),
         ]
         ready = asyncio.ensure_future(self._ready.wait())
         done, _ = await asyncio.wait(
@@ -156,6 +224,7 @@ class RedisBroker(RoomLogs):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
+        await self._channel.aclose()
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -173,8 +242,11 @@ class RedisBroker(RoomLogs):
         future: asyncio.Future[Sent] = asyncio.get_running_loop().create_future()
         future.add_done_callback(self._count_failure)
         user, delta = presence or ("", 0)
-        args: list[str | int] = [head + '"id":', tail, self._history, CHANNEL, field, user, delta]
-        self._outbox.append((_keys(room), args, future))
+        if_absent = "1" if presence is not None and delta == 0 else "0"
+        args: list[str | int] = [
+            head + '"id":', tail, self._history, CHANNEL, field, user, delta, room, if_absent
+        ]  # fmt: skip
+        self._outbox.append((_keys(room, self.instance), args, future))
         self._wake.set()
         return future
 
@@ -209,12 +281,36 @@ class RedisBroker(RoomLogs):
             if self.publish_failures == 1 or self.publish_failures % 1000 == 0:
                 log.warning("%d publishes failed: Redis at %s", self.publish_failures, self.url)
 
+    # -- leases: taking back the members of a process that died ----------------------------
+
+    async def _lease(self) -> None:
+        """Renew this process's lease each second; sweep the expired ones."""
+        while True:
+            try:
+                expired = await self._renew(
+                    keys=[INSTANCES], args=[self.instance, int(LEASE_S * 1000)]
+                )
+                for dead in expired or ():
+                    await self._take_back(dead.decode())
+            except (RedisError, OSError) as exc:
+                log.warning("could not renew the lease in Redis at %s: %s", self.url, exc)
+            await asyncio.sleep(RENEW_S)
+
+    async def _take_back(self, dead: str) -> None:
+        gone = await self._reap(keys=[INSTANCES], args=[dead, PREFIX])
+        pairs = [item.decode() for item in gone or ()]
+        for room, user in zip(pairs[::2], pairs[1::2], strict=True):
+            # presence (user, 0): stored only if the user has not joined again meanwhile
+            self.publish(room, partial(_left, room=room, user=user), None, (user, 0))
+        if pairs:
+            log.info("took back %d members of %s (its lease ran out)", len(pairs) // 2, dead)
+
     # -- following the channel -----------------------------------------------------------
 
     async def _follow(self) -> None:
         """Apply the channel's events; after a broken connection, subscribe and load again."""
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._channel.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
                 await self._load()
@@ -240,7 +336,7 @@ class RedisBroker(RoomLogs):
         """Apply the stored events after the mirror's last id (up to ``upto``, excluded)."""
         log_ = self._log(room)
         end = "+" if upto is None else f"0-{upto - 1}"
-        entries = await self._redis.xrange(_keys(room)[0], f"(0-{log_.last_id}", end)
+        entries = await self._redis.xrange(PREFIX + "room:" + room, f"(0-{log_.last_id}", end)
         for _, fields in entries or ():
             data = cast("dict[bytes, bytes]", fields)[b"e"]  # the client returns bytes
             self._take(log_, _room_event(data), data)
@@ -279,6 +375,10 @@ class RedisBroker(RoomLogs):
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), "publish_failures": self.publish_failures}
+
+
+def _left(msg_id: int, *, room: str, user: str) -> UserLeft:
+    return UserLeft(id=msg_id, room=room, user=user)
 
 
 def _room_event(data: bytes) -> protocol.RoomEvent:

@@ -24,7 +24,7 @@ from tests.conftest import TEST_SETTINGS, needs
 from tests.servers import ServerProcess, start
 from wirewise.clients import Client, client_for
 from wirewise.cluster import ClusterPlan, start_cluster, start_redis
-from wirewise.protocol import Gap, NewMessage, UserJoined
+from wirewise.protocol import Gap, NewMessage, UserJoined, UserLeft
 
 PART = re.compile(r"wirewise: (instance \d+|redis|haproxy|nginx) at (\S+) \(pid (\d+)\)")
 WAIT = 10.0
@@ -79,6 +79,36 @@ def test_requests_spread_over_the_instances_and_every_part_stops(
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in pids if _alive(pid)], "a part outlived its launcher"
+
+
+@pytest.mark.parametrize("balancer", ["haproxy", "nginx"])
+def test_sticky_keeps_each_session_on_one_instance_wherever_its_token_travels(
+    started: list[ServerProcess], balancer: str
+) -> None:
+    """``--sticky`` hashes the token, so a browser's EventSource (``?token=``), its fetch POSTs
+    (the header) and a cookie-only request reach the same instance; sessions still spread."""
+    server = cluster("sse", balancer, "--sticky")
+    started.append(server)
+    homes = {}
+    for n in range(12):  # all on one of 3 instances by chance: 3 ** -11
+        token = unique(f"session{n}-")
+        answers = {
+            httpx.get(f"{server.url}/stats", timeout=5, **way).json()["instance"]  # type: ignore[arg-type]
+            for way in (
+                {"headers": {"Authorization": f"Bearer {token}"}},
+                {"params": {"token": token}},
+                {"cookies": {"wirewise_token": token}},
+            )
+            for _ in range(3)  # a new connection each time
+        }
+        assert len(answers) == 1, (token, answers)
+        homes[token] = answers.pop()
+    assert len(set(homes.values())) >= 2, homes
+
+
+def test_sticky_needs_a_balancer_that_reads_requests(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="SO_REUSEPORT"):
+        start_cluster(ClusterPlan("sse", balancer="reuseport", sticky=True))
 
 
 def _alive(pid: int) -> bool:
@@ -179,6 +209,54 @@ def _emptied(started: list[ServerProcess], redis_url: str, redis: Any) -> None:
         gaps = [m for m in got if isinstance(m, Gap)]
         assert [g.requested_after for g in gaps] == [old[-1]]
         assert got[-1].text == "new" and got[-1].id == new
+
+
+@pytest.mark.timeout(60)
+def test_the_members_of_a_killed_process_leave_once_its_lease_runs_out(
+    started: list[ServerProcess], tmp_path: Path
+) -> None:
+    """kill -9 takes nothing back itself: a survivor sweeps the dead process's share of the
+    counts and stores ``user_left`` for a user now in no process, and none for a user who is
+    still present through another process."""
+    from wirewise.servers.redis_broker import LEASE_S, RENEW_S
+
+    needs("redis")
+    own = start_redis(tmp_path)
+    try:
+        doomed = start("sse", *TEST_SETTINGS, "--broker", own.address)
+        survivor = start("sse", *TEST_SETTINGS, "--broker", own.address)
+        started += [doomed, survivor]
+        room = unique("lease")
+        clients = []
+        try:
+            subs = {}
+            for name, server in (
+                ("bob", survivor),
+                ("ada", doomed),
+                ("cy", doomed),
+                ("cy", survivor),
+            ):
+                client = client_for("sse", server.url)
+                client.login(name)
+                clients.append(client)
+                subs.setdefault(name, client.subscribe(room, after=0))
+            assert all(sub.wait_connected(WAIT) for sub in subs.values())
+            os.kill(doomed.pid, signal.SIGKILL)
+            left: list[str] = []
+            deadline = time.monotonic() + LEASE_S + 3 * RENEW_S + WAIT
+            while "ada" not in left and time.monotonic() < deadline:
+                message = subs["bob"].get(0.2)
+                if isinstance(message, UserLeft):
+                    left.append(message.user)
+            assert left == ["ada"], "ada left once; cy is still here through the survivor"
+            time.sleep(2 * RENEW_S)  # a second sweep takes nothing back twice
+            while (message := subs["bob"].get(0.2)) is not None:
+                assert not isinstance(message, UserLeft), message
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        own.stop()
 
 
 def test_a_rolling_restart_replaces_each_instance_and_loses_nothing(tmp_path: Path) -> None:

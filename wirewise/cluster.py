@@ -91,6 +91,10 @@ class ClusterPlan:
     port: int = 0
     serve_args: tuple[str, ...] = ()
     """More ``wirewise serve`` options for every instance (``--set``, ``--presence-timeout``)."""
+    sticky: bool = False
+    """The balancer sends each session to one instance (hashing its token, or for the tcp floor
+    its source address) instead of round robin. No transport needs it: any instance resumes
+    any stream from the shared history."""
 
 
 @dataclass
@@ -138,6 +142,11 @@ def check_plan(plan: ClusterPlan) -> None:
     if plan.broker is not None and not plan.broker.startswith(("redis://", "unix://")):
         raise ValueError(
             "several instances share rooms through Redis: --broker redis or redis://HOST:PORT"
+        )
+    if plan.sticky and plan.balancer == "reuseport":
+        raise ValueError(
+            "--sticky needs a balancer that reads the request: SO_REUSEPORT spreads connections"
+            " by the kernel's hash of addresses and ports"
         )
     if plan.balancer == "nginx" and plan.transport == "tcp":
         raise ValueError(
@@ -275,12 +284,34 @@ def _port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+def _address_of(url: str) -> str:
+    """An instance's host:port as its ready line gave it (it listens where --host said)."""
+    return url.split("://", 1)[1]
+
+
+def haproxy_balance(plan: ClusterPlan, mode: str) -> str:
+    """Round robin, or (sticky) a consistent hash of the session's token: an instance's loss
+    moves only its own sessions; a request with no token (a login) goes round robin."""
+    if not plan.sticky:
+        return "    balance roundrobin\n"
+    if mode == "tcp":
+        return "    balance source\n    hash-type consistent\n"
+    return (
+        "    http-request set-var(txn.session) req.hdr(authorization),word(2,' ')\n"
+        "    http-request set-var(txn.session) url_param(token) if !{ var(txn.session) -m found }\n"
+        "    http-request set-var(txn.session) req.cook(wirewise_token)"
+        " if !{ var(txn.session) -m found }\n"
+        "    balance hash var(txn.session)\n"
+        "    hash-type consistent\n"
+    )
+
+
 def haproxy_config(plan: ClusterPlan, port: int, backends: list[str]) -> str:
-    """Round robin over the instances; a refused connection is retried on another one."""
+    """Round robin (or sticky) over the instances; a refused connection is retried elsewhere."""
     mode = "tcp" if plan.transport == "tcp" else "http"
     proto = " proto h2" if plan.transport == "h2" else ""
     servers = "\n".join(
-        f"    server i{n} 127.0.0.1:{_port_of(url)}{proto} check inter 1s fall 1 rise 1"
+        f"    server i{n} {_address_of(url)}{proto} check inter 1s fall 1 rise 1"
         for n, url in enumerate(backends, 1)
     )
     # HTTP checks speak HTTP/1.1, which an h2c-only server refuses: h2 and tcp get TCP checks
@@ -314,15 +345,15 @@ frontend chat
     default_backend instances
 
 backend instances
-    balance roundrobin
-{health}{servers}
+{haproxy_balance(plan, mode)}{health}{servers}
 """
 
 
 def nginx_config(plan: ClusterPlan, port: int, backends: list[str], workdir: Path) -> str:
-    """Round robin, upgrades passed through, nothing buffered, a failed instance skipped."""
+    """Round robin (or a consistent hash of the session's token), upgrades passed through,
+    nothing buffered, a failed instance skipped."""
     servers = "\n".join(
-        f"        server 127.0.0.1:{_port_of(url)} max_fails=1 fail_timeout=2s;" for url in backends
+        f"        server {_address_of(url)} max_fails=1 fail_timeout=2s;" for url in backends
     )
     temp = "\n".join(
         f"    {kind}_temp_path {workdir / kind};"
@@ -348,8 +379,16 @@ http {{
         default upgrade;
         ''      '';
     }}
+    map $http_authorization $session {{
+        "~^Bearer +(?<bearer>.+)$" $bearer;
+        default $token_or_cookie;
+    }}
+    map $arg_token $token_or_cookie {{
+        ''      $cookie_wirewise_token;
+        default $arg_token;
+    }}
     upstream instances {{
-{servers}
+{"        hash $session consistent;" + chr(10) if plan.sticky else ""}{servers}
         keepalive 64;
     }}
     server {{
