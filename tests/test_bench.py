@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ from wirewise.bench import Headroom
 from wirewise.cli import main
 from wirewise.ledger import OK, Accounting, RawMessages
 from wirewise.metrics import Histogram, too_few_samples
-from wirewise.plan import Plan, Run, plan_runs, scenario_options
+from wirewise.plan import Plan, Run, deployment, plan_runs, scenario_options
 from wirewise.registry import BACKENDS, backend
 from wirewise.results import (
     METADATA_KEYS,
@@ -137,6 +142,52 @@ def test_repeats_are_interleaved_scenario_by_scenario() -> None:
         "faults-sse-r1", "faults-ws-r1",
         "faults-sse-r2", "faults-ws-r2",
     ]  # fmt: skip
+
+
+def test_deployments_interleave_and_a_kill_has_no_single_process_baseline() -> None:
+    """``--baseline --sticky both``: each backend's deployments one after the other, repeat
+    after repeat; a failover needs several instances, so it gets no single-process run."""
+    sse, ws = backend("sse"), backend("ws")
+    plan = Plan(
+        scenarios=("chat", "failover"),
+        backends=(sse, ws),
+        instances=3,
+        sticky="both",
+        baseline=True,
+    )
+    names = [run.name for run in plan_runs(plan)]
+    assert names == [
+        "chat-sse-r1", "chat-sse-sticky-r1", "chat-sse-single-r1",
+        "chat-ws-r1", "chat-ws-sticky-r1", "chat-ws-single-r1",
+        "failover-sse-r1", "failover-sse-sticky-r1",
+        "failover-ws-r1", "failover-ws-sticky-r1",
+    ]  # fmt: skip
+    run = plan_runs(plan)[2]
+    assert deployment(plan, run) == {
+        "variant": "single", "instances": 1, "balancer": None, "broker": "memory",
+        "sticky": False,
+    }  # fmt: skip
+    assert deployment(plan, plan_runs(plan)[1])["sticky"] is True
+    assert [r.name for r in plan_runs(Plan(scenarios=("chat",), backends=(sse,)))] == [
+        "chat-sse-r1"
+    ], "one process: no deployments to compare"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--sticky", "on"],  # one instance: nothing to stick to
+        ["--baseline"],  # one instance is the baseline already
+        ["--instances", "3", "--balancer", "reuseport", "--sticky", "on"],
+        ["--instances", "3", "--sticky", "sometimes"],
+        ["--processes", "0"],  # nobody to make the load
+        ["--remote-workers", "1", "--worker-wait", "0"],
+    ],
+)
+def test_bench_refuses_what_cannot_run(tmp_path: Path, flags: list[str]) -> None:
+    argv = ["bench", "--scenario", "chat", "--quick", "--transport", "sse", *flags]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir()), "nothing ran"
 
 
 def test_headroom_scales_a_run_the_generator_could_not_keep_up_with() -> None:
@@ -414,6 +465,84 @@ def test_a_cluster_run_records_each_part_and_reads_against_decide(tmp_path: Path
     assert "## Scale-out (several processes)" in text
     assert "| sse | 300 | 3 |" in text  # 300 clients on 3 instances
     assert "| estimate / measured |" in text  # decide's estimate beside the measurement
+
+
+def test_a_cluster_run_compares_its_deployments_in_the_same_run(tmp_path: Path) -> None:
+    """chat on sse (~20 s): three instances behind HAProxy, round robin and sticky, and one
+    process with the in-memory broker, interleaved; the report sets them side by side."""
+    needs("redis")
+    needs("haproxy")
+    argv = ["bench", "--scenario", "chat", "--quick", "--transport", "sse", "--duration", "1"]
+    flags = ["--instances", "3", "--baseline", "--sticky", "both"]
+    assert main([*argv, *flags, "--out", str(tmp_path)]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    results = read_summary(run)["results"]
+    deployed = {r["deployment"]["variant"]: r for r in results}
+    assert sorted(deployed) == ["", "single", "sticky"]
+    assert deployed[""]["deployment"]["balancer"] == "haproxy"
+    assert deployed["sticky"]["deployment"]["sticky"] is True
+    assert deployed["single"]["deployment"]["instances"] == 1
+    assert deployed["single"]["parts_cpu_ms_per_1k_msgs"] is None  # one process: no parts
+    assert set(deployed[""]["parts_cpu_ms_per_1k_msgs"]) >= {"haproxy", "redis", "instance 1"}
+    for result in results:
+        assert result["validity"]["valid"], result["validity"]
+        deliveries = result["deliveries"]
+        assert deliveries["delivered"] == deliveries["expected"] > 0
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "### Deployments compared in this run" in text
+    for deployment_name in (
+        "| 3 instances, haproxy, Redis |",
+        "| 3 instances, haproxy, Redis, sticky |",
+        "| 1 process, in-memory broker |",
+    ):
+        assert deployment_name in text
+    scenario = text.split("## Scenario: chat")[1].split("## ")[0]
+    assert scenario.count("| sse |") == 1, "the compared deployments stay out of the chat table"
+
+
+@pytest.mark.timeout(180)
+def test_the_master_waits_for_a_worker_started_elsewhere_and_merges_its_ledger(
+    tmp_path: Path,
+) -> None:
+    """``--remote-workers 1``: a worker started on its own, the way another host starts one
+    (``locust --worker -f -``: the locustfile and options come from the master), joins the
+    bench's local worker; their ledgers merge and every delivery is accounted for."""
+    port = _free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "locust", "--worker", "-f", "-", "--master-host", "127.0.0.1",
+         "--master-port", str(port), "--loglevel", "WARNING"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        argv = ["bench", "--scenario", "chat", "--quick", "--transport", "sse", "--duration", "1"]
+        flags = ["--remote-workers", "1", "--master-bind", "127.0.0.1", "--master-port", str(port)]
+        assert main([*argv, *flags, "--worker-wait", "60", "--out", str(tmp_path)]) == 0
+        assert worker.wait(30) == 0, "the worker ends with its run's master"
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(5)
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (result,) = read_summary(run)["results"]
+    generator = result["load_generator"]
+    assert generator["processes"] == 2 and generator["remote_workers"] == 1
+    assert generator["cpu_us_per_delivery"] > 0  # the workers' own figures, both of them
+    scenario = json.loads((run / "chat-sse-r1" / "scenario.json").read_text())
+    assert len(scenario["load_generator"]["cpu_seconds"]) == 2
+    deliveries = result["deliveries"]
+    assert deliveries["delivered"] == deliveries["expected"] > 0
+    assert deliveries["lost"] == deliveries["duplicated"] == 0
+    assert result["validity"]["valid"], result["validity"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(

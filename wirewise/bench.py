@@ -27,7 +27,15 @@ from typing import Any
 import wirewise.scenarios
 from wirewise.clients.base import SOURCES_ENV
 from wirewise.faults import FAULT_SETTINGS, ClusterServer, Failover, Faults, Rolling
-from wirewise.plan import ROOT, Plan, Run, expected_seconds, plan_runs, scenario_options
+from wirewise.plan import (
+    ROOT,
+    Plan,
+    Run,
+    deployment,
+    expected_seconds,
+    plan_runs,
+    scenario_options,
+)
 from wirewise.processes import (
     SERVER_SETTINGS,
     Server,
@@ -147,8 +155,9 @@ class Headroom:
 
 
 def locust_argv(
-    run: Run, options: ScenarioOptions, users: int, url: str, out: Path, processes: int, cap: float
+    run: Run, options: ScenarioOptions, users: int, url: str, out: Path, plan: Plan, cap: float
 ) -> list[str]:
+    """The master's (or the single runner's) command line."""
     argv = [
         sys.executable, "-m", "locust",
         "-f", str(SCENARIOS_DIR / f"{run.scenario}.py"),
@@ -163,9 +172,73 @@ def locust_argv(
         argv += ["-u", "1", "-r", "1"]  # the ticker; the scenario ramps the idlers itself
     else:
         argv += ["-u", str(users), "-r", str(min(max(users, 50), 250))]
-    if processes > 1:
-        argv += ["--processes", str(processes)]
+    if plan.remote_workers:
+        argv += [
+            "--master",
+            "--expect-workers", str(plan.processes + plan.remote_workers),
+            "--expect-workers-max-wait", str(int(plan.worker_wait)),
+            "--master-bind-host", plan.master_bind,
+            "--master-bind-port", str(plan.master_port),
+        ]  # fmt: skip
+    elif plan.processes > 1:
+        argv += ["--processes", str(plan.processes)]
     return argv + options.to_argv()
+
+
+def worker_argv(plan: Plan) -> list[str]:
+    """A local worker beside remote ones: exactly what a remote host runs. ``-f -`` takes
+    the locustfile from the master, which also sends the host and the scenario's options, so
+    one command serves every scenario; a worker ends with its run's master."""
+    master = "127.0.0.1" if plan.master_bind in ("0.0.0.0", "::", "") else plan.master_bind
+    return [
+        sys.executable, "-m", "locust",
+        "-f", "-",
+        "--worker",
+        "--master-host", master,
+        "--master-port", str(plan.master_port),
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
+
+
+@dataclass
+class LoadGenerator:
+    """Locust's processes for one run: one runner (with ``--processes``, its own forked
+    workers), or a master with local workers started beside it and remote ones awaited."""
+
+    procs: list[subprocess.Popen[bytes]]
+    argv: list[str]
+
+    @classmethod
+    def start(
+        cls, argv: list[str], workers: list[list[str]], log: Path, env: dict[str, str]
+    ) -> LoadGenerator:
+        _, loadgen_cores = cores()
+        procs: list[subprocess.Popen[bytes]] = []
+        with log.open("wb") as handle:
+            for command in [argv, *workers]:  # the master first: workers connect to it
+                procs.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=ROOT,
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=child_setup(loadgen_cores),
+                        env=env,
+                    )
+                )
+        return cls(procs, argv)
+
+    def pids(self) -> list[int]:
+        """Every local Locust process (the sampler's load generator)."""
+        return [pid for proc in self.procs for pid in process_tree(proc.pid)]
+
+    def running(self) -> bool:
+        return self.procs[0].poll() is None
+
+    def stop(self) -> int | None:
+        """Every process by its id, workers after the master; the master's status."""
+        statuses = [stop_process(proc) for proc in self.procs]
+        return statuses[0]
 
 
 LOOPBACK_SOURCES = ",".join(f"127.0.0.{n}" for n in range(2, 10))
@@ -226,16 +299,25 @@ def run_one(
     options, users = scenario_options(plan, run)
     options, planned = headroom.plan(run, options, users)
     faulty = run.scenario in KILLING
-    if faulty:
-        shared = None  # this run kills its server
+    deployed = deployment(plan, run)
+    if faulty or deployed["instances"] > 1:
+        shared = None  # this run kills its server, or runs several
     server: Server | ClusterServer
     faults: Faults | Failover | None = None
     if run.scenario in ("failover", "rolling"):
-        server = ClusterServer.start(run.backend, plan.poll_interval)
-        faults = (Rolling if run.scenario == "rolling" else Failover)(server, directory)
-    elif plan.instances > 1:
         server = ClusterServer.start(
-            run.backend, plan.poll_interval, plan.instances, plan.balancer, ()
+            run.backend, plan.poll_interval, sticky=deployed["sticky"], host=plan.server_host
+        )
+        faults = (Rolling if run.scenario == "rolling" else Failover)(server, directory)
+    elif deployed["instances"] > 1:
+        server = ClusterServer.start(
+            run.backend,
+            plan.poll_interval,
+            deployed["instances"],
+            deployed["balancer"],
+            (),
+            sticky=deployed["sticky"],
+            host=plan.server_host,
         )
     else:
         server = shared or start_server(
@@ -243,18 +325,23 @@ def run_one(
             directory / "server.log",
             plan.poll_interval,
             FAULT_SETTINGS if faulty else (),
+            host=plan.server_host,
         )
         faults = Faults(server, directory, plan.poll_interval) if faulty else None
-    options = replace(options, server_pid=server.pid, wirewise_out=str(directory / "scenario.json"))
-    _, loadgen_cores = cores()
-    locust: subprocess.Popen[bytes] | None = None
+    options = replace(
+        options,
+        server_pid=server.pid,
+        wirewise_out=str(directory / "scenario.json"),
+        total_users=0 if run.scenario == "idle" else users,  # idle ramps its own
+    )
+    locust: LoadGenerator | None = None
     instances = parts = None
     if isinstance(server, ClusterServer):
         # A failover's figures are one survivor's (the killed one would drop out of a sum).
         instances, parts = (None if faulty else server.instance_pids), server.parts
     sampler = Sampler(
         server.pid,
-        lambda: process_tree(locust.pid) if locust else [],
+        lambda: locust.pids() if locust else [],
         server.port,
         interval=0.5,
         uss=run.scenario == "idle",  # smaps_rollup: cheap enough at 2 Hz, and only idle needs it
@@ -273,34 +360,28 @@ def run_one(
         sampler.start()
         if counter is not None:
             counter.reset()
-        argv = locust_argv(run, options, users, server.url, directory, plan.processes, cap)
-        with (directory / "locust.log").open("wb") as log:
-            locust = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=child_setup(loadgen_cores),
-                env=locust_env(server.url, spread=plan.instances > 1),
-            )
-            deadline = time.monotonic() + cap + 30
-            try:
-                while locust.poll() is None and time.monotonic() < deadline:
-                    if counter is not None:
-                        counter.poll()
-                        traffic.append(
-                            {
-                                "t": time.time(),
-                                **counter.all_totals(),
-                                "header": counter.header or 0,
-                            }
-                        )
-                    if faults is not None:
-                        faults.poll(sampler)
-                    time.sleep(0.5)
-                timed_out = locust.poll() is None
-            finally:  # also when the bench itself is interrupted: no Locust left behind
-                locust_status = stop_process(locust)
+        argv = locust_argv(run, options, users, server.url, directory, plan, cap)
+        workers = [worker_argv(plan)] * plan.processes if plan.remote_workers else []
+        env = locust_env(server.url, spread=isinstance(server, ClusterServer))
+        locust = LoadGenerator.start(argv, workers, directory / "locust.log", env)
+        deadline = time.monotonic() + cap + 30 + (plan.worker_wait if plan.remote_workers else 0)
+        try:
+            while locust.running() and time.monotonic() < deadline:
+                if counter is not None:
+                    counter.poll()
+                    traffic.append(
+                        {
+                            "t": time.time(),
+                            **counter.all_totals(),
+                            "header": counter.header or 0,
+                        }
+                    )
+                if faults is not None:
+                    faults.poll(sampler)
+                time.sleep(0.5)
+            timed_out = locust.running()
+        finally:  # also when the bench itself is interrupted: no Locust left behind
+            locust_status = locust.stop()
     finally:
         sampler.stop()
         if faults is not None:
@@ -328,6 +409,7 @@ def run_one(
         "server_name": run.backend.server,
         "label": run.backend.label,
         "repeat": run.repeat,
+        "deployment": deployed,
         "users": users,
         "parameters": parameters_of(run, options, users),
         "headroom": planned,
@@ -337,7 +419,12 @@ def run_one(
             "exit_status": status,
             "shared": shared is not None,
         },
-        "locust": {"argv": argv, "exit_status": locust_status},
+        "locust": {
+            "argv": argv,
+            "exit_status": locust_status,
+            "local_processes": plan.processes,
+            "remote_workers": plan.remote_workers,
+        },
         "timed_out": timed_out,
         "started_at": started,
         "ended_at": time.time(),
@@ -424,12 +511,15 @@ def run_bench(
                 plan.quick
                 and server is None
                 and run.scenario not in KILLING
-                and plan.instances == 1
+                and deployment(plan, run)["instances"] == 1
             ):
                 # --quick keeps one server per backend (startup is much of a quick run); a
                 # full bench gives every run a fresh server.
                 server = shared[run.backend] = start_server(
-                    run.backend, run_dir / f"server-{run.backend.slug}.log", plan.poll_interval
+                    run.backend,
+                    run_dir / f"server-{run.backend.slug}.log",
+                    plan.poll_interval,
+                    host=plan.server_host,
                 )
             try:
                 directory = run_one(plan, run, run_dir, headroom, server)

@@ -113,8 +113,16 @@ def serve(
     reuse_port: Annotated[
         bool, typer.Option(help="Bind with SO_REUSEPORT (several processes share the port).")
     ] = False,
+    sticky: Annotated[
+        bool,
+        typer.Option(
+            help="With --instances: the balancer keeps each session (its token) on one instance."
+        ),
+    ] = False,
 ) -> None:
     """Serve the chat over one transport until Ctrl-C / SIGTERM."""
+    if sticky and instances < 2:
+        raise typer.BadParameter("--sticky chooses among --instances (2 or more)")
     if instances > 1:
         if tls or certfile:
             raise typer.BadParameter("--instances serves cleartext (put TLS on the balancer)")
@@ -125,7 +133,15 @@ def serve(
         if heartbeat is not None:
             shared.append(f"--heartbeat={heartbeat}")
         _serve_cluster(
-            transport, host, port, server, broker or "redis", instances, balancer, tuple(shared)
+            transport,
+            host,
+            port,
+            server,
+            broker or "redis",
+            instances,
+            balancer,
+            tuple(shared),
+            sticky,
         )
         return
     broker = broker or "memory"
@@ -185,6 +201,7 @@ def _serve_cluster(
     instances: int,
     balancer: str,
     serve_args: tuple[str, ...],
+    sticky: bool = False,
 ) -> None:
     """Redis, the instances and the balancer; the first line says where clients connect."""
     from wirewise.cluster import ClusterPlan, start_cluster
@@ -203,6 +220,7 @@ def _serve_cluster(
         host=host,
         port=port,
         serve_args=serve_args,
+        sticky=sticky,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -276,9 +294,30 @@ def bench(
     processes: Annotated[
         int,
         typer.Option(
-            min=1, help="Locust processes (worker processes; their ledgers merge at the master)."
+            min=0,
+            help="Locust processes here (worker processes; their ledgers merge at the master;"
+            " 0 only with --remote-workers).",
         ),
     ] = 1,
+    remote_workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Locust workers started on other hosts (locust -f scenarios/S.py --worker"
+            " --master-host THIS_HOST); the master waits for them.",
+        ),
+    ] = 0,
+    master_bind: Annotated[
+        str, typer.Option(help="With --remote-workers: where the master listens for workers.")
+    ] = "0.0.0.0",
+    master_port: Annotated[int, typer.Option(help="With --remote-workers: its port.")] = 5557,
+    worker_wait: Annotated[
+        float, typer.Option(help="With --remote-workers: seconds to wait for every worker.")
+    ] = 300.0,
+    server_host: Annotated[
+        str,
+        typer.Option(help="Where the server under test listens (one the workers can reach)."),
+    ] = "127.0.0.1",
     instances: Annotated[
         int,
         typer.Option(
@@ -288,6 +327,20 @@ def bench(
     balancer: Annotated[
         str, typer.Option(help="With --instances: haproxy | nginx | reuseport.")
     ] = "haproxy",
+    sticky: Annotated[
+        str,
+        typer.Option(
+            help="With --instances: off (round robin) | on (each session on one instance,"
+            " hashing its token) | both (every run twice, compared)."
+        ),
+    ] = "off",
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            help="With --instances: each run also on one process with the in-memory broker, in"
+            " the same run (the extra hop, measured)."
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
 ) -> None:
     """Measure: every scenario x transport, each backend alone on one core, Locust on the other."""
@@ -309,12 +362,47 @@ def bench(
         repeat,
         instances,
         balancer,
+        Scale(sticky, baseline, remote_workers, master_bind, master_port, worker_wait, server_host),
     )
     console = wide_console()
+    if plan.remote_workers:
+        console.print(
+            f"waiting for {plan.remote_workers} remote Locust worker(s) at each run (up to"
+            f" {plan.worker_wait:.0f} s); on each worker host, with wirewise installed:\n"
+            f"  while :; do locust --worker -f - --master-host THIS_HOST"
+            f" --master-port {plan.master_port}; sleep 1; done"
+        )
     started = time.monotonic()
     run_dir, summary = measure(plan, console)
     print_summary(summary, console, title=f"wirewise bench: {run_dir.name}")
     console.print(f"wrote {run_dir / 'summary.json'} ({time.monotonic() - started:.0f} s)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """The bench's options beyond one server and one load generator."""
+
+    sticky: str = "off"
+    baseline: bool = False
+    remote_workers: int = 0
+    master_bind: str = "0.0.0.0"
+    master_port: int = 5557
+    worker_wait: float = 300.0
+    server_host: str = "127.0.0.1"
+
+    def check(self, instances: int, balancer: str, processes: int) -> None:
+        if self.sticky not in ("off", "on", "both"):
+            raise typer.BadParameter(f"--sticky takes off | on | both, not {self.sticky!r}")
+        if instances < 2 and (self.sticky != "off" or self.baseline):
+            raise typer.BadParameter("--sticky and --baseline compare --instances 2 or more")
+        if self.sticky != "off" and balancer == "reuseport":
+            raise typer.BadParameter(
+                "--sticky needs haproxy or nginx: SO_REUSEPORT spreads by the kernel's hash"
+            )
+        if processes < 1 and not self.remote_workers:
+            raise typer.BadParameter("--processes 0 needs --remote-workers (someone must load)")
+        if not (self.worker_wait > 0 and math.isfinite(self.worker_wait)):
+            raise typer.BadParameter(f"--worker-wait must be positive, not {self.worker_wait}")
 
 
 def make_plan(
@@ -333,6 +421,7 @@ def make_plan(
     repeat: int = 1,
     instances: int = 1,
     balancer: str = "haproxy",
+    scale: Scale | None = None,
 ) -> Any:
     from wirewise.cluster import BALANCERS
     from wirewise.plan import DEFAULT_SCENARIOS, QUICK_SCENARIOS, SCENARIOS, Plan
@@ -344,6 +433,8 @@ def make_plan(
         raise typer.BadParameter(f"unknown scenario {unknown[0]!r}; one of {', '.join(SCENARIOS)}")
     if instances > 1 and balancer not in BALANCERS:
         raise typer.BadParameter(f"--balancer takes {' | '.join(BALANCERS)}, not {balancer!r}")
+    scale = scale or Scale()
+    scale.check(instances, balancer, processes)
     wanted = transport or list(TRANSPORTS)
     if set(wanted) - set(TRANSPORTS):
         raise typer.BadParameter(f"unknown transport in {wanted}; one of {', '.join(TRANSPORTS)}")
@@ -370,6 +461,13 @@ def make_plan(
         processes=processes,
         instances=instances,
         balancer=balancer,
+        sticky=scale.sticky,
+        baseline=scale.baseline,
+        remote_workers=scale.remote_workers,
+        master_bind=scale.master_bind,
+        master_port=scale.master_port,
+        worker_wait=scale.worker_wait,
+        server_host=scale.server_host,
         out=out.resolve(),
     )
 
@@ -590,6 +688,20 @@ def decide(
             help="The clients' network blocks the WebSocket upgrade.",
         ),
     ] = False,
+    instances: Annotated[
+        int,
+        typer.Option(
+            help="At least this many server processes (default 1: as many as the workload needs)."
+        ),
+    ] = 1,
+    balancer: Annotated[
+        str,
+        typer.Option(
+            metavar="haproxy|nginx|reuseport|none",
+            help="In front of the instances: haproxy or nginx (a process of its own, its memory"
+            " and its sockets counted), reuseport or none (no process).",
+        ),
+    ] = "none",
     results: Annotated[
         Path | None,
         typer.Option(
@@ -601,10 +713,19 @@ def decide(
         typer.Option("--json", metavar="", help="Print the decision as JSON instead of tables."),
     ] = False,
 ) -> None:
-    """Recommend a transport for a workload, with reasons and estimates from measured numbers."""
+    """Recommend a transport for a workload, with reasons and estimates from measured numbers.
+
+    Several instances share rooms through Redis, and a balancer process holds its own memory:
+    both come from the newest idle results that measured them (a cluster run)."""
     import json
 
-    from wirewise.decide import Workload, WorkloadError
+    from wirewise.decide import (
+        Workload,
+        WorkloadError,
+        deployment_runs,
+        measured_parts,
+        results_dirs,
+    )
     from wirewise.decide import decide as run_decide
 
     asked = {
@@ -628,12 +749,15 @@ def decide(
             "Does the clients' network block WebSocket upgrades?", default=False
         )
     try:
-        workload = Workload(*figures, payload_bytes, proxy_blocks_upgrade)
+        workload = Workload(
+            *figures, payload_bytes, proxy_blocks_upgrade, instances=instances, balancer=balancer
+        )
     except WorkloadError as exc:
         flag = f"'--{exc.field.replace('_', '-')}'"
         raise typer.BadParameter(exc.message, param_hint=flag) from None
     run, summary = load_run(results, having="chat")
-    decision = run_decide(workload, summary, run.name)
+    parts = measured_parts(deployment_runs(results_dirs(run.parent)))
+    decision = run_decide(workload, summary, run.name, parts)
     if json_out:
         # allow_nan=False: JSON has no NaN or Infinity; as_json has replaced any by null.
         typer.echo(json.dumps(decision.as_json(), indent=2, allow_nan=False))
@@ -641,6 +765,12 @@ def decide(
     from wirewise.console import print_decision
 
     print_decision(decision)
+    if instances > 1 or balancer != "none":
+        typer.echo(
+            f"Deployment asked: at least {instances} instance(s), balancer {balancer}; each"
+            " transport's reasons give its memory by part and the sources of Redis's and the"
+            " balancer's figures."
+        )
 
 
 @app.command()

@@ -51,7 +51,7 @@ def results_table(summary: Summary, title: str = "") -> Table:
         wire = result.bytes_per_message
         table.add_row(
             result.scenario,
-            result.label,
+            result.label + (f" ({result.variant})" if result.variant else ""),
             fmt(latency.p50, digits=2),
             fmt(latency.p99, digits=2),
             fmt(latency.count),

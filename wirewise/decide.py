@@ -11,10 +11,23 @@ The model, per backend:
 - **CPU**: deliveries/s x CPU per delivery + sends/s x CPU per send, solved by least squares from
   chat, broadcast and game (their ratios of sends to deliveries differ), + what idle clients
   cost (``idle``; for short polling that is its polls, scaled to the interval the bound needs);
-- **memory**: clients x (RSS + kernel bytes per connection) + each server's base RSS (``idle``);
+- **memory**: clients x (RSS + kernel bytes per connection) + each server's base RSS (``idle``),
+  and the rest of the deployment. On loopback both ends of a connection live in one kernel, and
+  the idle fit's kernel bytes are one socket's (half of a client's two); through a balancer
+  process a client holds four sockets (its own, the balancer's front and back, the instance's),
+  three of them the deployment's, so the kernel figure counts three times. Several instances
+  (asked or needed) share rooms through Redis; a balancer (``haproxy``, ``nginx``) is a process.
+  Each is RSS = base + clients x per client, fitted by least squares over the plateaus of the
+  newest valid idle result that recorded that part (a cluster run; :func:`measured_parts`), one
+  base per balancer process. A part no result measured leaves the total unknown, and says so. Not
+  modelled: an instance in a cluster holds more than the single process measured (it mirrors
+  every room's history; ~10 % of the total in both committed cluster runs);
+- **balancer processes**: one holds two descriptors per client, so it proxies fd limit / 2 - 100
+  clients; more clients need more processes;
 - **bandwidth**: deliveries/s x bytes down + sends/s x bytes up on the wire, from the scenario
   whose ratio of sends to deliveries is nearest the workload's, adjusted for the payload;
-- **servers**: a server like the measured one is one process on one core. It is full at 70 % of
+- **servers**: a server like the measured one is one process on one core, an instance (at least
+  ``--instances``; the CPU counted is theirs, not Redis's or a balancer's). It is full at 70 % of
   the core, 90 % of the file limit, 80 % of its share of memory, or the highest delivery rate a
   saturate ramp held under its bound (only from a ramp that reached its knee: one stopped by the
   load generator or by its last step found a lower bound, and is invalid);
@@ -35,24 +48,32 @@ of the backend above it, so the score orders the ranking.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wirewise.registry import BACKENDS, FLOOR, backend
-from wirewise.results import Result, Summary
+from wirewise.results import Result, SchemaError, Summary, load_summary
 
 __all__ = [
+    "BALANCERS",
     "NAMES",
     "Decision",
     "Estimate",
+    "PartFit",
     "Profile",
     "Ranked",
     "Workload",
     "WorkloadError",
     "decide",
+    "deployment_runs",
     "estimate",
     "fmt_bytes",
+    "kernel_share",
+    "measured_parts",
     "profiles",
+    "results_dirs",
 ]
 
 CANDIDATES = tuple(b.label for b in BACKENDS if b.transport != FLOOR)
@@ -85,6 +106,15 @@ REQUESTS_TIE = (0.10, 10.0)
 """Requests per second within 10 % or ten a second of each other are a tie."""
 EXTRAPOLATION = 1.1
 """A per-server rate above the highest measured one by more than this is beyond the data."""
+BALANCERS = ("haproxy", "nginx", "reuseport", "none")
+PROXIES = ("haproxy", "nginx")
+"""Balancers that are a process of their own: a client's connection ends there and another
+goes on to an instance. ``reuseport`` (the kernel spreads one port) and ``none`` add nothing."""
+BROKER = "redis"
+"""What several instances share rooms through: one more process, whatever the balancer."""
+PROXY_FD_RESERVE = 100
+"""Descriptors a balancer process keeps for itself (listeners, logs, checks): wirewise's HAProxy
+and nginx configurations proxy at most fd limit / 2 - 100 clients per process."""
 
 
 class WorkloadError(ValueError):
@@ -107,6 +137,10 @@ class Workload:
     """The p99 delivery latency the application needs."""
     payload_bytes: int = 100
     proxy_blocks_upgrade: bool = False
+    instances: int = 1
+    """At least this many server processes (1: as many as the workload needs)."""
+    balancer: str = "none"
+    """In front of the instances: one of :data:`BALANCERS`."""
 
     def __post_init__(self) -> None:
         for name, zero_allowed in (
@@ -115,13 +149,23 @@ class Workload:
             ("send_rate", True),
             ("latency_ms", False),
             ("payload_bytes", False),
+            ("instances", False),
         ):
             check(
                 name,
                 getattr(self, name),
                 zero_allowed,
-                integer=name in ("clients", "payload_bytes"),
+                integer=name in ("clients", "payload_bytes", "instances"),
             )
+        if self.balancer not in BALANCERS:
+            raise WorkloadError(
+                "balancer", f"must be one of {', '.join(BALANCERS)}, not {self.balancer!r}"
+            )
+
+    @property
+    def proxied(self) -> bool:
+        """Each client's connection goes through a balancer process."""
+        return self.balancer in PROXIES
 
     @property
     def deliveries_per_s(self) -> float:
@@ -372,6 +416,110 @@ def _poll_overhead(profile: Profile, results: list[Result]) -> None:
             )
 
 
+# -- the other processes of a deployment: Redis, a balancer ----------------------------------------
+
+
+def kernel_share(proxied: bool) -> float:
+    """The deployment's share of a loopback kernel's TCP memory, where both ends of every
+    connection live: 1 of a client's 2 sockets direct; through a balancer process 3 of 4 (the
+    client's, the balancer's front and back, the instance's)."""
+    return deployment_sockets(proxied) / (deployment_sockets(proxied) + 1)
+
+
+def deployment_sockets(proxied: bool) -> int:
+    """Sockets per client on the deployment's side: the instance's, and the balancer's two."""
+    return 3 if proxied else 1
+
+
+@dataclass(frozen=True)
+class PartFit:
+    """A process beside the instances (Redis, a balancer): RSS = base + clients x per client,
+    by least squares over the plateaus of one measured idle result (``source`` names it)."""
+
+    per_client: float
+    base: float
+    source: str
+
+    def rss(self, clients: int, processes: int = 1) -> float:
+        return processes * self.base + clients * self.per_client
+
+
+def results_dirs(*first: Path) -> list[Path]:
+    """Where measured runs are looked for, as the CLI finds runs: ``first`` (the run's own
+    directory), ./results, then the checkout's results/."""
+    found: list[Path] = []
+    for base in (*first, Path("results"), Path(__file__).resolve().parent.parent / "results"):
+        if base.is_dir() and all(base.resolve() != f.resolve() for f in found):
+            found.append(base)
+    return found
+
+
+def deployment_runs(bases: Iterable[Path]) -> list[tuple[str, Summary]]:
+    """The runs that recorded the parts of a several-process deployment, newest first within
+    each directory (run ids sort by time), named ``results/<run id>``. Only files that mention
+    parts are parsed: a full reference run is large and has none."""
+    runs: list[tuple[str, Summary]] = []
+    for base in bases:
+        for path in sorted(base.glob("*/summary.json"), reverse=True):
+            try:
+                if '"parts_rss_bytes"' in path.read_text():
+                    runs.append((f"{base.name}/{path.parent.name}", load_summary(path)))
+            except (OSError, SchemaError):
+                continue  # unreadable: not a measurement
+    return runs
+
+
+def measured_parts(runs: Iterable[tuple[str, Summary]]) -> dict[str, PartFit]:
+    """Each part other than an instance, fitted from the first (newest) run whose valid idle
+    result recorded it."""
+    found: dict[str, PartFit] = {}
+    for name, summary in runs:
+        for result in summary.results:
+            if result.scenario != "idle" or not result.valid:
+                continue
+            points = result.memory_per_connection.points
+            parts = {p for point in points for p in point.get("parts_rss_bytes", {})}
+            for part in sorted(parts - set(found)):
+                if not part.startswith("instance"):
+                    fit = _part_fit(part, points, f"idle/{result.label} in {name}")
+                    if fit is not None:
+                        found[part] = fit
+    return found
+
+
+def _part_fit(part: str, points: list[dict[str, Any]], where: str) -> PartFit | None:
+    rows = [
+        (float(p["clients"]), float(p["parts_rss_bytes"][part]))
+        for p in points
+        if part in p.get("parts_rss_bytes", {}) and p.get("clients")
+    ]
+    if not rows:
+        return None
+    per_client, base = least_squares(rows)
+    clients = sorted(int(x) for x, _ in rows)
+    return PartFit(
+        per_client,
+        base,
+        f"{where}: {part} {fmt_bytes(per_client)} per client + {fmt_bytes(base)} base"
+        f" ({len(rows)} plateaus, {clients[0]:,}-{clients[-1]:,} clients)",
+    )
+
+
+def least_squares(rows: list[tuple[float, float]]) -> tuple[float, float]:
+    """(slope, intercept) of y against x; one x only (or a falling fit, which is noise for a
+    process that only grows): no slope, the mean."""
+    mean_x = sum(x for x, _ in rows) / len(rows)
+    mean_y = sum(y for _, y in rows) / len(rows)
+    sxx = sum((x - mean_x) ** 2 for x, _ in rows)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in rows) / sxx if sxx else 0.0
+    if slope < 0:
+        return 0.0, mean_y
+    intercept = mean_y - slope * mean_x
+    if intercept < 0:  # no process has a negative size: the fit through the origin
+        return sum(x * y for x, y in rows) / sum(x * x for x, _ in rows), 0.0
+    return slope, intercept
+
+
 # -- estimates -----------------------------------------------------------------------------------
 
 
@@ -399,8 +547,17 @@ class Estimate:
     bandwidth_bytes_per_s: float | None = None
     p99_ms: float | None = None
     servers: int | None = None
+    """Server processes (instances): what the workload needs, and at least the instances asked."""
     limit: str = ""
-    """What sets the server count: CPU, connections, memory, the highest rate held, the p99."""
+    """What sets the server count: CPU, connections, memory, the highest rate held, the p99,
+    the instances asked."""
+    memory_per_server_bytes: int | None = None
+    """One instance: its base RSS and its share of the clients (RSS + its sockets' kernel)."""
+    memory_parts: dict[str, int] = field(default_factory=dict)
+    """What ``memory_bytes`` sums: the instances' RSS, the deployment's kernel share, Redis,
+    the balancer; a part with no measurement is missing here, and then so is the total."""
+    balancer_processes: int | None = None
+    """Balancer processes the clients need (a process proxies fd limit / 2 - 100 clients)."""
     poll_interval_s: float | None = None
     connections: int = 0
     requests_per_s: float | None = None
@@ -413,7 +570,14 @@ class Estimate:
     """Why this backend cannot be ranked as feasible (missing figures, a bound out of reach)."""
 
 
-def estimate(workload: Workload, profile: Profile, machine: Machine) -> Estimate:
+def estimate(
+    workload: Workload,
+    profile: Profile,
+    machine: Machine,
+    parts: dict[str, PartFit] | None = None,
+) -> Estimate:
+    """``parts``: Redis and balancer fits (:func:`measured_parts`); a deployment that needs one
+    absent there gets no memory total, and its sources say what would measure it."""
     est = Estimate(connections=workload.clients)
     poll = profile.transport == "poll"
     if poll:
@@ -422,18 +586,48 @@ def estimate(workload: Workload, profile: Profile, machine: Machine) -> Estimate
     _memory_estimate(workload, profile, est)
     _bandwidth(workload, profile, est)
     est.requests_per_s = round(requests_per_s(workload, profile.transport, est.poll_interval_s), 1)
+    _balancer_processes(workload, est, machine)
     needs = capacity(workload, profile, est, machine)
-    if needs is None:
-        return est
-    servers, limit = needs
-    if poll:
-        est.servers, est.limit = servers, limit
-        est.per_server_deliveries_per_s = round(workload.deliveries_per_s / servers, 1)
-    else:
-        _p99_and_servers(workload, profile, est, servers, limit)
-    if est.memory_bytes is not None and est.servers:
-        est.memory_bytes += int(est.servers * (profile.base_rss or 0))
+    if needs is not None:
+        servers, limit = _instances_asked(workload, est, *needs)
+        if poll:
+            est.servers, est.limit = servers, limit
+            est.per_server_deliveries_per_s = round(workload.deliveries_per_s / servers, 1)
+        else:
+            _p99_and_servers(workload, profile, est, servers, limit)
+    _deployment_memory(workload, profile, est, parts or {})
+    if est.cpu_cores is not None and ((est.servers or 1) > 1 or workload.proxied):
+        est.sources["cpu_cores"] += (
+            "; the instances' CPU only: Redis's and a balancer's are not in it (a cluster run's"
+            " report measures each part's)"
+        )
     return est
+
+
+def _instances_asked(
+    workload: Workload, est: Estimate, servers: int, limit: str
+) -> tuple[int, str]:
+    """At least the instances asked: more than capacity needs lowers each one's share."""
+    if workload.instances <= servers:
+        return servers, limit
+    est.sources["servers"] = (
+        f"{workload.instances} instances asked (--instances); capacity alone:"
+        f" {est.sources['servers']}"
+    )
+    return workload.instances, "the instances asked"
+
+
+def _balancer_processes(workload: Workload, est: Estimate, machine: Machine) -> None:
+    """A balancer process holds two descriptors per client (its front and back connections):
+    under the file limit it proxies fd limit / 2 - 100 clients, and more need more processes."""
+    if not workload.proxied:
+        return
+    each = machine.fd_limit // 2 - PROXY_FD_RESERVE
+    est.balancer_processes = max(1, math.ceil(workload.clients / each))
+    est.sources["balancer_processes"] = (
+        f"{each:,} clients per {workload.balancer} process: 2 descriptors each under the"
+        f" measured file limit ({machine.fd_limit:,}), {PROXY_FD_RESERVE} kept for itself"
+    )
 
 
 def _poll_interval(workload: Workload, profile: Profile, est: Estimate) -> None:
@@ -505,15 +699,71 @@ def _poll_cpu(workload: Workload, profile: Profile, est: Estimate) -> None:
 
 
 def _memory_estimate(workload: Workload, profile: Profile, est: Estimate) -> None:
+    """The instances' connections (RSS + kernel), what sizing by memory needs; the rest of the
+    deployment is added once the server count is known (:func:`_deployment_memory`)."""
     if profile.rss_per_conn is None:
         est.problems.append("its memory per connection is unknown: " + profile.why_missing("idle"))
         est.sources["memory_bytes"] = profile.why_missing("idle")
         return
     per_conn = profile.rss_per_conn + (profile.kernel_per_conn or 0)
-    est.memory_bytes = int(workload.clients * per_conn)  # each server's base RSS added once sized
+    est.memory_bytes = int(workload.clients * per_conn)
     est.sources["memory_bytes"] = (
         f"{profile.idle_source}: {fmt_bytes(per_conn)} per connection (RSS + kernel)"
         f" + {fmt_bytes(profile.base_rss or 0)} base RSS per server"
+    )
+
+
+def _deployment_memory(
+    workload: Workload, profile: Profile, est: Estimate, parts: dict[str, PartFit]
+) -> None:
+    """Everything the deployment holds: each instance's base and its clients' RSS; the kernel's
+    memory for the deployment's sockets (the idle fit's kernel per connection is one socket:
+    the server's half of a loopback connection); Redis when there are several instances; and
+    a balancer process's RSS. A part never measured leaves the total unknown."""
+    if est.memory_bytes is None or profile.rss_per_conn is None:
+        return
+    clients, base = workload.clients, profile.base_rss or 0.0
+    n = est.servers or workload.instances
+    est.memory_per_server_bytes = int(est.memory_bytes / n + base)
+    sockets = deployment_sockets(workload.proxied)
+    est.memory_parts = {
+        "instances": int(n * base + clients * profile.rss_per_conn),
+        "kernel": int(clients * (profile.kernel_per_conn or 0) * sockets),
+    }
+    if sockets > 1:
+        est.sources["memory_bytes"] += (
+            f"; through {workload.balancer} the kernel per connection x {sockets} (the"
+            " instance's socket and the balancer's front and back)"
+        )
+    needed = [(BROKER, 1)] if n > 1 else []
+    if workload.proxied:
+        needed.append((workload.balancer, est.balancer_processes or 1))
+    missing = []
+    for name, processes in needed:
+        fit = parts.get(name)
+        if fit is None:
+            est.sources[name] = _unmeasured(workload, profile, name, n)
+            missing.append(name)
+            continue
+        est.memory_parts[name] = int(fit.rss(clients, processes))
+        est.sources[name] = fit.source + (f", x {processes} processes" if processes > 1 else "")
+    if missing:
+        est.memory_bytes = None
+        est.sources["memory_bytes"] = (
+            f"not summed: {' and '.join(missing)} never measured ({est.sources[missing[0]]});"
+            f" the rest from {est.sources['memory_bytes']}"
+        )
+        return
+    est.memory_bytes = sum(est.memory_parts.values())
+
+
+def _unmeasured(workload: Workload, profile: Profile, part: str, instances: int) -> str:
+    """Why a part has no figure, and the command that measures it."""
+    balancer = workload.balancer if workload.proxied else "reuseport"
+    return (
+        f"no valid idle result recorded {part}'s memory: `wirewise bench --scenario idle"
+        f" --transport {profile.transport} --instances {max(instances, 2)}"
+        f" --balancer {balancer}` measures it"
     )
 
 
@@ -711,10 +961,17 @@ def fmt_bytes(value: float) -> str:
     return f"{value:,.0f} B"
 
 
-def decide(workload: Workload, summary: Summary, source: str = "") -> Decision:
+def decide(
+    workload: Workload,
+    summary: Summary,
+    source: str = "",
+    parts: dict[str, PartFit] | None = None,
+) -> Decision:
+    """``parts``: what Redis and the balancers cost (:func:`measured_parts`); none given, a
+    deployment that needs them is left without a memory total."""
     machine = Machine.of(summary)
     found = profiles(summary)
-    estimates = {label: estimate(workload, p, machine) for label, p in found.items()}
+    estimates = {label: estimate(workload, p, machine, parts) for label, p in found.items()}
     judged = {label: judge(workload, found[label], estimates[label]) for label in found}
     ranking = rank(workload, judged, estimates)
     recommendation = ranking[0].transport if ranking and ranking[0].feasible else None
@@ -776,6 +1033,13 @@ def judge(workload: Workload, profile: Profile, est: Estimate) -> Ranked:
             f" {est.cpu_cores:,.2f} cores ({est.sources['cpu_cores']}){memory}"
             f" for {workload.clients:,} clients"
         )
+    if est.memory_parts and ((est.servers or workload.instances) > 1 or workload.proxied):
+        reasons.append(memory_reason(workload, est))
+    if est.balancer_processes is not None:
+        reasons.append(
+            f"{est.balancer_processes:,} {workload.balancer} process(es) for"
+            f" {workload.clients:,} clients ({est.sources['balancer_processes']})"
+        )
     if est.extrapolated:
         reasons.append(
             f"each server would carry more than any valid measurement did:"
@@ -792,6 +1056,22 @@ def judge(workload: Workload, profile: Profile, est: Estimate) -> Ranked:
     if profile.warnings:
         reasons.append(f"its valid results carry {profile.warnings} warning(s); see the report")
     return Ranked(profile.label, 0, reasons, feasible)
+
+
+def memory_reason(workload: Workload, est: Estimate) -> str:
+    """The memory total as its parts, each extra process with its source."""
+    n = est.servers or workload.instances
+    parts = ", ".join(f"{name} {fmt_bytes(v)}" for name, v in est.memory_parts.items())
+    total = (
+        f" = {fmt_bytes(est.memory_bytes)}"
+        if est.memory_bytes is not None
+        else f"; no total: {est.sources['memory_bytes'].split(';')[0]}"
+    )
+    others = [est.sources[k] for k in (BROKER, *PROXIES) if k in est.sources]
+    return (
+        f"memory on {n:,} instance(s), {fmt_bytes(est.memory_per_server_bytes or 0)} each"
+        f" (base + its clients): {parts}{total}" + (f" ({'; '.join(others)})" if others else "")
+    )
 
 
 def _bucket(value: float, best: float, tie: tuple[float, float]) -> int:

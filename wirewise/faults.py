@@ -91,6 +91,7 @@ class Faults:
                     self.poll_interval,
                     FAULT_SETTINGS,
                     port=old.port,
+                    host=old.url.split("://", 1)[1].rsplit(":", 1)[0],
                 )
                 break
             except RuntimeError as exc:  # the port not free yet
@@ -132,6 +133,8 @@ class ClusterServer:
         instances: int = INSTANCES,
         balancer: str = "haproxy",
         settings: tuple[str, ...] = FAULT_SETTINGS,
+        sticky: bool = False,
+        host: str = "127.0.0.1",
     ) -> ClusterServer:
         presence = ("--presence-timeout", str(max(30.0, poll_interval * 3)))
         plan = ClusterPlan(
@@ -140,6 +143,8 @@ class ClusterServer:
             balancer=balancer,
             server=None if backend.transport == "tcp" else backend.server,
             serve_args=(*SERVER_SETTINGS, *settings, *presence),
+            sticky=sticky,
+            host=host,
         )
         try:
             server = cls(backend, start_cluster(plan))

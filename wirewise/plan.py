@@ -3,7 +3,10 @@ which parameters. Pure: no process is started here.
 
 Order: scenario by scenario, and within a scenario the repeats *interleaved* (ABC ABC ABC,
 not AAA BBB CCC), so that a slow minute of the machine lands on every backend instead of
-being mistaken for one backend's property.
+being mistaken for one backend's property. A several-process plan may also compare
+deployments in the same run (``--baseline``: one process with the in-memory broker;
+``--sticky both``: the balancer with and without stickiness); they interleave the same way,
+each backend's deployments one after the other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wirewise.registry import BACKENDS, KILLING, Backend
+from wirewise.results import VARIANTS
 from wirewise.scenarios._options import ScenarioOptions
 
 __all__ = [
@@ -21,8 +25,10 @@ __all__ = [
     "QUICK",
     "QUICK_SCENARIOS",
     "SCENARIOS",
+    "VARIANTS",
     "Plan",
     "Run",
+    "deployment",
     "expected_seconds",
     "plan_runs",
     "scenario_options",
@@ -40,6 +46,7 @@ NO_SATURATE = ("tcp",)
 """The floor's knee lies past what a Python load generator on one core can drive (it costs
 the generator about what it costs the server per delivery): its ramp would measure the
 generator. It calibrates latency, not capacity."""
+STICKY = ("off", "on", "both")
 PLAIN = ("chat", "broadcast", "game", "faults", "failover", "rolling")
 """Scenarios with one window (the others step: idle by connections, saturate by rate)."""
 
@@ -88,10 +95,26 @@ class Plan:
     room_size: int | None = None
     latency_bound_ms: float = 100.0
     processes: int = 1
+    """Locust worker processes on this machine (1 with no remote workers: a local runner)."""
+    remote_workers: int = 0
+    """Locust workers started on other hosts (``locust --worker --master-host ...``): the
+    master waits for them, and their ledgers merge with the local ones."""
+    master_bind: str = "127.0.0.1"
+    """Where the Locust master listens for workers (0.0.0.0 for workers on other hosts)."""
+    master_port: int = 5557
+    worker_wait: float = 300.0
+    """Seconds the master waits for every worker before the run fails."""
+    server_host: str = "127.0.0.1"
+    """Where the server under test listens (an address remote workers can reach)."""
     instances: int = 1
     """Server processes per backend, sharing rooms through Redis (1: one process, no Redis)."""
     balancer: str = "haproxy"
     """In front of several instances: haproxy, nginx or reuseport."""
+    sticky: str = "off"
+    """The balancer's stickiness: off (round robin), on, or both (each run twice)."""
+    baseline: bool = False
+    """With several instances: each run also on one process with the in-memory broker, so
+    that the extra hop (balancer, Redis) is measured in the same run."""
     generator_limit: float = 70.0
     """Most load-generator CPU percent a run is planned for (the bench scales rates to it)."""
     out: Path = ROOT / "results"
@@ -112,8 +135,12 @@ class Plan:
             "room_size": self.room_size,
             "latency_bound_ms": self.latency_bound_ms,
             "processes": self.processes,
+            "remote_workers": self.remote_workers,
+            "server_host": self.server_host,
             "instances": self.instances,
             "balancer": self.balancer if self.instances > 1 else None,
+            "sticky": self.sticky if self.instances > 1 else None,
+            "baseline": self.baseline,
             "generator_limit": self.generator_limit,
             "overrides": self.overrides,
         }
@@ -126,20 +153,56 @@ class Run:
     scenario: str
     backend: Backend
     repeat: int
+    variant: str = ""
+    """Empty (the plan's deployment), "sticky" or "single" (see :data:`VARIANTS`)."""
 
     @property
     def name(self) -> str:
-        """The run's directory: ``chat-ws-websockets-r1``."""
-        return f"{self.scenario}-{self.backend.slug}-r{self.repeat}"
+        """The run's directory: ``chat-ws-websockets-r1``, ``chat-sse-single-r2``."""
+        variant = f"-{self.variant}" if self.variant else ""
+        return f"{self.scenario}-{self.backend.slug}{variant}-r{self.repeat}"
+
+
+CLUSTERED = ("failover", "rolling")
+"""Scenarios that need several instances: always three behind HAProxy, sharing Redis."""
+
+
+def variants(plan: Plan, scenario: str) -> tuple[str, ...]:
+    """The deployments each backend runs ``scenario`` on (a kill needs several instances;
+    faults kills and restarts its one process)."""
+    if plan.instances < 2 or scenario == "faults":
+        return ("",)
+    found = ["", *(["sticky"] if plan.sticky == "both" else [])]
+    if plan.baseline and scenario not in KILLING:
+        found.append("single")
+    return tuple(found)
+
+
+def deployment(plan: Plan, run: Run) -> dict[str, Any]:
+    """What served ``run``: processes, balancer, broker, stickiness (``run.json`` keeps it)."""
+    clustered = run.scenario in CLUSTERED
+    alone = plan.instances < 2 and not clustered
+    if run.variant == "single" or run.scenario == "faults" or alone:
+        return {"variant": run.variant, "instances": 1, "balancer": None, "broker": "memory",
+                "sticky": False}  # fmt: skip
+    return {
+        "variant": run.variant,
+        "instances": 3 if clustered else plan.instances,
+        "balancer": "haproxy" if clustered else plan.balancer,
+        "broker": "redis",
+        "sticky": run.variant == "sticky" or plan.sticky == "on",
+    }
 
 
 def plan_runs(plan: Plan) -> list[Run]:
-    """Every run, scenario by scenario, repeats interleaved across backends."""
+    """Every run, scenario by scenario, repeats interleaved across backends (and each
+    backend's deployments one after the other)."""
     return [
-        Run(scenario, backend, repeat)
+        Run(scenario, backend, repeat, variant)
         for scenario in plan.scenarios
         for repeat in range(1, plan.repeat + 1)
         for backend in plan.backends
+        for variant in variants(plan, scenario)
         if not (scenario in KILLING and backend.transport in NO_FAULTS)
         and not (scenario == "saturate" and backend.transport in NO_SATURATE)
     ]

@@ -122,6 +122,7 @@ def start_server(
     poll_interval: float,
     extra: tuple[str, ...] = (),
     port: int = 0,
+    host: str = "127.0.0.1",
 ) -> Server:
     """Start ``wirewise serve`` for ``backend`` on its core; returns once it listens."""
     server_cores, _ = cores()
@@ -131,6 +132,8 @@ def start_server(
         "wirewise",
         "serve",
         backend.transport,
+        "--host",
+        host,
         "--port",
         str(port),
         *SERVER_SETTINGS,

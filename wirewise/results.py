@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "SCHEMA_VERSION",
+    "VARIANTS",
     "BytesPerMessage",
     "Deliveries",
     "Latency",
@@ -148,6 +149,9 @@ class LoadGenerator:
     """How long data waited in a socket for the generator to read it (p50, p99, max)."""
     receipt_clock: str = "kernel"
     """Where receipt times come from: the kernel's socket timestamps, or the process clock."""
+    remote_workers: int = 0
+    """Workers on other hosts: the bench cannot sample them, so with any, the CPU figures are
+    the workers' own reports (from the window's start to their final report)."""
 
 
 @dataclass
@@ -235,6 +239,11 @@ class Repeat:
     warnings: list[str] = field(default_factory=list)
 
 
+VARIANTS = ("", "sticky", "single")
+"""A run's deployment beside the plan's own (""): its balancer made sticky, or one process
+with the in-memory broker (the baseline a scale-out run's extra hop is measured against)."""
+
+
 @dataclass
 class Result:
     """One scenario on one backend: each repeat, and their summary.
@@ -270,10 +279,17 @@ class Result:
     faults: dict[str, Any] | None = None
     validity: Validity = field(default_factory=Validity)
     warnings: list[str] = field(default_factory=list)
+    deployment: dict[str, Any] | None = None
+    """What served it: variant, instances, balancer, broker, sticky (None: an older run)."""
 
     @property
     def valid(self) -> bool:
         return self.validity.valid
+
+    @property
+    def variant(self) -> str:
+        """Empty for the run's own deployment; "sticky" or "single" for one compared with it."""
+        return str((self.deployment or {}).get("variant") or "")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -473,8 +489,9 @@ def load_summary(path: Path) -> Summary:
 
 def newest_run(results_dir: Path, having: str | None = None) -> Path | None:
     """The newest run directory holding a ``summary.json`` (run ids sort by time); with
-    ``having``, the newest that has a result of that scenario (a failover-only run is no
-    basis for ``decide``)."""
+    ``having``, the newest single-process run that has a result of that scenario (a
+    failover-only run is no basis for ``decide``, nor one whose servers were several processes
+    behind a balancer: decide's model is one process per server)."""
     runs = sorted((p.parent for p in results_dir.glob("*/summary.json")), reverse=True)
     for run in runs:
         if having is None or _has_scenario(run / "summary.json", having):
@@ -484,7 +501,10 @@ def newest_run(results_dir: Path, having: str | None = None) -> Path | None:
 
 def _has_scenario(path: Path, scenario: str) -> bool:
     try:
-        rows = json.loads(path.read_text()).get("results", [])
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return any(row.get("scenario") == scenario for row in rows)
+    plan = (data.get("metadata") or {}).get("plan") or {}
+    if (plan.get("instances") or 1) > 1:
+        return False
+    return any(row.get("scenario") == scenario for row in data.get("results", []))

@@ -30,6 +30,7 @@ from wirewise.ledger import Accounting, RawMessages, account
 from wirewise.metrics import PERCENTILES, Histogram, too_few_samples
 from wirewise.registry import BACKENDS, KILLING, Backend, backend
 from wirewise.results import (
+    VARIANTS,
     BytesPerMessage,
     Deliveries,
     Latency,
@@ -346,7 +347,14 @@ def generator_of(raw: RawRun, spans: list[tuple[float, float]], delivered: int) 
     seconds = sum(end - start for start, end in spans)
     delay = Histogram.decode(receipt["read_delay"]) if receipt.get("read_delay") else Histogram()
     delay_ms = delay.summary_ms()
+    remote = int((raw.run.get("locust") or {}).get("remote_workers") or 0)
+    if remote:  # not sampled here: the workers' own figures, every worker's
+        busiest = max([busiest or 0.0, *(reported.get("cpu_percent_max") or [])])
+        own = reported.get("cpu_seconds") or []
+        measured = measured and bool(own) and None not in own
+        generator = float(sum(v for v in own if v is not None))
     return LoadGenerator(
+        remote_workers=remote,
         processes=int(reported.get("processes", 1)),
         cpu_percent_max=busiest,
         bench_cpu_percent=round(bench / seconds * 100, 1) if measured and seconds else None,
@@ -786,16 +794,19 @@ def summarize_run(run_dir: Path, write: bool = True) -> Summary:
     """Every repeat of every scenario x backend in ``run_dir``, summarised; writes
     ``summary.json`` unless ``write`` is False."""
     metadata = json.loads((run_dir / "metadata.json").read_text())
-    groups: dict[tuple[str, str], list[tuple[dict[str, Any], Repeat, dict[str, Any]]]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[dict[str, Any], Repeat, dict[str, Any]]]] = {}
     for directory in sorted(p.parent for p in run_dir.glob("*/run.json")):
         run, repeat, arrays = summarize_repeat(directory)
-        groups.setdefault((run["scenario"], run["label"]), []).append((run, repeat, arrays))
+        variant = (run.get("deployment") or {}).get("variant", "")
+        key = (run["scenario"], run["label"], variant)
+        groups.setdefault(key, []).append((run, repeat, arrays))
     results = [aggregate(items) for items in groups.values()]
     labels = [b.label for b in BACKENDS]
     results.sort(
         key=lambda r: (
             SCENARIO_ORDER.index(r.scenario) if r.scenario in SCENARIO_ORDER else 99,
             labels.index(r.label) if r.label in labels else 99,
+            VARIANTS.index(r.variant) if r.variant in VARIANTS else 99,
         )
     )
     summary = Summary(metadata=metadata, results=results)
@@ -817,6 +828,7 @@ def aggregate(items: list[tuple[dict[str, Any], Repeat, dict[str, Any]]]) -> Res
         label=which.label,
         parameters=run.get("parameters", {}),
         repeats=repeats,
+        deployment=run.get("deployment"),
     )
     result.latency_ms = median_latency([r.latency_ms for r in repeats])
     result.send_latency_ms = median_latency([r.send_latency_ms for r in repeats])
@@ -969,6 +981,7 @@ def worst_generator(all_: list[LoadGenerator]) -> LoadGenerator:
             if (largest := _largest(g.read_delay_ms.get(key) for g in all_)) is not None
         },
         receipt_clock=all_[0].receipt_clock,
+        remote_workers=max(g.remote_workers for g in all_),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wirewise.report.blocks import Fig
@@ -44,7 +44,11 @@ def build_report(run_dir: Path, out_dir: Path, reference: Path | None = None) ->
     began = time.monotonic()
     source = Path(run_dir)
     run_dir = source.parent if source.is_file() else source
-    summary = load_summary(source)
+    loaded = load_summary(source)
+    # the run's own deployment everywhere; the ones compared with it (--baseline, --sticky
+    # both) only in their own table, never mistaken for another backend's figures
+    summary = replace(loaded, results=[r for r in loaded.results if not r.variant])
+    compared = [r for r in loaded.results if r.variant]
     out_dir = Path(out_dir)
     charts_dir = out_dir / "charts"
     charts_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +56,7 @@ def build_report(run_dir: Path, out_dir: Path, reference: Path | None = None) ->
     draw_charts(ctx)
     against = load_summary(reference) if reference is not None else None
     named = f"run {Path(reference).name}" if reference is not None else ""
-    blocks = document(summary, run_dir, ctx.charts, ctx.skipped, against, named)
+    blocks = document(summary, run_dir, ctx.charts, ctx.skipped, against, named, compared)
     markdown = out_dir / "report.md"
     markdown.write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     page = out_dir / "report.html"

@@ -14,6 +14,7 @@ from wirewise.report.conditions import (
     started,
     workload,
 )
+from wirewise.report.deployments import deployment_blocks
 from wirewise.report.scaleout import scaleout_blocks
 from wirewise.report.select import of, poll_results, scenarios_in, valid
 from wirewise.report.tables import (
@@ -31,7 +32,7 @@ from wirewise.report.tables import (
 )
 from wirewise.report.text import X
 from wirewise.report.verdict import verdict
-from wirewise.results import Summary
+from wirewise.results import Result, Summary
 
 
 def document(
@@ -41,9 +42,10 @@ def document(
     skipped: list[str],
     reference: Summary | None = None,
     reference_source: str = "",
+    compared: list[Result] | None = None,
 ) -> list[Block]:
     """``reference``: a single-process run whose decide estimates a scale-out run is read
-    against."""
+    against; ``compared``: the same scenarios on other deployments in this run."""
     metadata = summary.metadata
     figures = Figures(charts)
     good = len(valid(summary.results))
@@ -98,7 +100,12 @@ def document(
         blocks.append(Para(f"{sampling_text(metadata)}; {repeats_text(summary)}."))
         blocks.append(costs)
         blocks += figures.place("cpu-per-1k", "bytes-per-message")
-    blocks += scaleout_blocks(summary, reference, reference_source)
+    scaleout = scaleout_blocks(summary, reference, reference_source)
+    blocks += scaleout
+    deployments = deployment_blocks(summary.results, compared or [])
+    if deployments and not scaleout:
+        blocks.append(Heading(2, "Scale-out (several processes)", "scale-out"))
+    blocks += deployments
     polls = poll_results(summary)
     if polls:
         blocks.append(Heading(2, "Short polling against its interval", "polling"))

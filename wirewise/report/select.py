@@ -62,8 +62,10 @@ def scenarios_in(summary: Summary) -> list[str]:
 
 
 def run_label(result: Result) -> str:
-    """``chat/ws``: the scenario and label every quoted figure is tied to."""
-    return f"{result.scenario}/{result.label}"
+    """``chat/ws``: the scenario and label every quoted figure is tied to (``chat/ws
+    (single)`` for a deployment compared with the run's own)."""
+    variant = f" ({result.variant})" if result.variant else ""
+    return f"{result.scenario}/{result.label}{variant}"
 
 
 def first_reason(result: Result) -> str:
