@@ -29,7 +29,13 @@ PUSH = {"sse", "h2", "ws", "ws@websockets", "tcp"}
 WAIT = 5.0
 
 
-BALANCED = [("sse", "haproxy"), ("ws", "haproxy"), ("longpoll", "nginx"), ("poll", "nginx")]
+BALANCED = [
+    ("sse", "haproxy"),
+    ("h2", "haproxy"),
+    ("ws", "haproxy"),
+    ("longpoll", "nginx"),
+    ("poll", "nginx"),
+]
 """Setups behind a balancer: each transport on one, both balancers, both push styles."""
 SETUPS = [
     *((name, "memory") for name in BACKENDS),

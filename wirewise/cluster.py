@@ -341,7 +341,9 @@ defaults
     retries 3
 
 frontend chat
-    bind {plan.host}:{port}{proto}
+    # no "proto h2": HAProxy tells an h2c preface from HTTP/1.1 itself, so a client that logs
+    # in over HTTP/1.1 and streams over h2 (as one process serves them both) gets both
+    bind {plan.host}:{port}
     default_backend instances
 
 backend instances
