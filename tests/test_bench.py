@@ -566,7 +566,10 @@ def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
     assert faults["delivered_by_resume"] > 0, "the moved clients resumed from their cursor"
     out = tmp_path / "report"
     assert main(["report", str(run), "--out", str(out)]) == 0
-    assert "## Failover (scenario: failover)" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "## Failover (scenario: failover)" in text
+    assert "![Failover timeline](charts/failover-timeline.png)" in text
+    assert (out / "charts" / "failover-timeline.png").stat().st_size > 10_000
 
 
 def test_a_saturate_step_whose_publisher_lagged_did_not_hold() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from wirewise.cli import main
 from wirewise.decide import Workload, WorkloadError, decide, profiles
-from wirewise.explain import TOPICS, explain
+from wirewise.explain import TOPICS, cluster_runs, cluster_sentences, explain
 from wirewise.plan import ROOT
 from wirewise.registry import BACKENDS, backend
 from wirewise.results import (
@@ -784,3 +784,20 @@ def test_decide_reads_the_newest_run_that_has_its_scenarios(tmp_path: Path) -> N
     assert newest_run(tmp_path) == tmp_path / "20260103-000000"
     assert newest_run(tmp_path, having="chat") == tmp_path / "20260101-000000"
     assert newest_run(tmp_path, having="idle") is None
+
+
+def test_load_balancing_quotes_the_committed_cluster_runs() -> None:
+    """The kill, the extra hop and stickiness, each from the newest cluster run that measured
+    it (never the single-process reference, which has none of them)."""
+    committed = Path(__file__).resolve().parent.parent / "results"
+    runs = cluster_runs([committed])
+    reference = (committed / "REFERENCE").read_text().strip()
+    assert runs and all(not name.endswith(reference) for name, _ in runs)
+    said = cluster_sentences(runs)
+    kill, *hops, sticky = said
+    assert "failover" in kill and "0 deliveries lost or duplicated" in kill
+    assert [h.split(",")[0] for h in hops] == ["Measured (broadcast", "Measured (chat"]
+    assert all("added +" in h and "against one process" in h for h in hops)
+    assert "(not significant: poll)" in hops[1], "short polling's interval hides the hop"
+    assert sticky.startswith("Sticky sessions against round robin (results/")
+    assert cluster_sentences([]) == []

@@ -9,11 +9,15 @@ than quoting a number from elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+from wirewise.decide import results_dirs
 from wirewise.registry import backend
-from wirewise.results import Result, Summary
+from wirewise.report.deployments import hop
+from wirewise.results import Result, Summary, load_summary
 
 __all__ = ["TOPICS", "Facts", "Topic", "explain"]
 
@@ -135,7 +139,129 @@ def _format(f: Facts) -> str:
     )
 
 
+def cluster_runs(bases: Iterable[Path]) -> list[tuple[str, Summary]]:
+    """Runs whose servers were several processes (a failover, ``--instances``), newest first;
+    the single-process reference run is not among them."""
+    found = []
+    for base in bases:
+        for path in sorted(base.glob("*/summary.json"), reverse=True):
+            try:
+                summary = load_summary(path)
+            except (OSError, ValueError):
+                continue  # unreadable or another schema: not quoted
+            plan = summary.metadata.get("plan") or {}
+            if (plan.get("instances") or 1) > 1 or {"failover", "rolling"} & set(
+                plan.get("scenarios") or ()
+            ):
+                found.append((f"{base.name}/{path.parent.name}", summary))
+    return found
+
+
+def _newest(
+    runs: list[tuple[str, Summary]], keep: Callable[[Result], bool]
+) -> tuple[str, list[Result]]:
+    for name, summary in runs:
+        results = [r for r in summary.results if r.valid and keep(r)]
+        if results:
+            return name, results
+    return "", []
+
+
+def _span(values: list[float], unit: str, digits: int = 0) -> str:
+    low, high = min(values), max(values)
+    if f"{low:.{digits}f}" == f"{high:.{digits}f}":
+        return f"{low:,.{digits}f} {unit}"
+    return f"{low:,.{digits}f}-{high:,.{digits}f} {unit}"
+
+
+def cluster_sentences(runs: list[tuple[str, Summary]]) -> list[str]:
+    """What the measured cluster runs say: a kill, the extra hop, stickiness."""
+    said = []
+    name, killed = _newest(runs, lambda r: r.scenario == "failover" and bool(r.faults))
+    back = [
+        r.faults["reconnect_ms"] for r in killed if r.faults and r.faults["reconnect_ms"]["count"]
+    ]
+    if back:
+        lost = sum(r.deliveries.lost + r.deliveries.duplicated for r in killed)
+        said.append(
+            f"Measured ({name}, failover): one of three instances behind HAProxy killed with"
+            f" SIGKILL; its clients were back through the balancer in p50"
+            f" {_span([b['p50'] for b in back], 'ms')} (max {_span([b['max'] for b in back], 'ms')})"
+            f" over {len(back)} backends, with {lost} deliveries lost or duplicated, because"
+            " the history they resumed from was in Redis."
+        )
+    pairs = _compared(runs, "single")
+    for scenario in sorted({own.scenario for own, _, _ in pairs}):
+        rows = [row for row in pairs if row[0].scenario == scenario]
+        said.append(
+            f"Measured ({scenario}, {_names(rows)}, each run comparing both): the balancer and"
+            f" Redis added {_differences(rows, +1)} to the delivery p50 against one process."
+        )
+    pairs = _compared(runs, "sticky")
+    if pairs:
+        said.append(
+            f"Sticky sessions against round robin ({_names(pairs)}), the p50 sticky minus round"
+            f" robin: {_differences(pairs, -1)};"
+            " with the history shared, stickiness is an option, not a need."
+        )
+    return said
+
+
+def _differences(rows: list[tuple[Result, Result, str]], sign: int) -> str:
+    """The significant p50 differences (95 % intervals apart) as a signed range over their
+    backends, and which backends differed by no more than noise."""
+    apart, noise = [], []
+    for own, other, _ in rows:
+        found = hop(own, other, "p50")
+        if found is not None and found[1]:
+            apart.append(sign * found[0])
+        else:
+            noise.append(own.label)
+    text = (
+        f"{min(apart):+,.1f} to {max(apart):+,.1f} ms over {len(apart)} of {len(rows)} backends"
+        if len(apart) > 1
+        else f"{apart[0]:+,.1f} ms on one of {len(rows)} backends"
+        if apart
+        else f"nothing beyond noise on {len(rows)} backends"
+    )
+    if apart and noise:
+        text += f" (not significant: {', '.join(sorted(noise))})"
+    return text
+
+
+def _compared(runs: list[tuple[str, Summary]], variant: str) -> list[tuple[Result, Result, str]]:
+    """(the run's own result, the same scenario and backend on ``variant``, the run), the
+    newest run's pair for each scenario and backend, both valid with a p50."""
+    found: dict[tuple[str, str], tuple[Result, Result, str]] = {}
+    for name, summary in runs:
+        own = {(r.scenario, r.label): r for r in summary.results if not r.variant and r.valid}
+        for other in summary.results:
+            key = (other.scenario, other.label)
+            mine = own.get(key)
+            if (
+                other.variant == variant
+                and other.valid
+                and mine is not None
+                and key not in found
+                and mine.latency_ms.p50 is not None
+                and other.latency_ms.p50 is not None
+            ):
+                found[key] = (mine, other, name)
+    return list(found.values())
+
+
+def _names(rows: list[tuple[Result, Result, str]]) -> str:
+    return ", ".join(sorted({name for _, _, name in rows}))
+
+
 def _load_balancing(f: Facts) -> str:
+    measured = cluster_sentences(cluster_runs(results_dirs()))
+    cluster = (
+        "\n" + textwrap.fill(" ".join(measured), 96)
+        if measured
+        else "\n(No cluster run was found: `wirewise bench --scenario failover` and `wirewise"
+        " bench --scenario chat --instances 3 --baseline --sticky both` measure it.)"
+    )
     return (
         "Long-lived connections break the assumptions of request load balancing: a connection\n"
         "stays on the server it first reached, so least-connections (not round-robin) balances best;\n"
@@ -150,6 +276,8 @@ def _load_balancing(f: Facts) -> str:
         "comment every 15 s), and for WebSockets they must pass the Upgrade (nginx:\n"
         "`proxy_http_version 1.1` and the Upgrade/Connection headers). Sticky sessions are only\n"
         "needed by protocols that spread one session over several requests (Socket.IO's polling).\n"
+        + cluster
+        + "\n"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from wirewise.report.blocks import Block, Heading, Para, Table
-from wirewise.report.text import ci, interval_text, num
+from wirewise.report.text import ci, digits_for, interval_text, num
 from wirewise.results import Result
 
 __all__ = ["deployment_blocks", "deployment_text", "hop"]
@@ -32,7 +32,7 @@ def all_parts_cpu(result: Result) -> float | None:
 def _latency(result: Result, key: str) -> str:
     value = getattr(result.latency_ms, key)
     found = ci(result.latency_ms, key)
-    return num(value) + (f" {interval_text(*found, 2)}" if found else "")
+    return num(value) + (f" {interval_text(*found, digits_for(value))}" if found else "")
 
 
 def hop(own: Result, other: Result, key: str) -> tuple[float, bool] | None:

@@ -71,6 +71,7 @@ def document(
             blocks.append(Para(f"{workload(results)}. {text}"))
             blocks.append(table(results))
             blocks += invalid_list(results)
+            blocks += figures.place(f"{scenario}-timeline")
             blocks.append(Heading(3, f"{scenario}: delivery latency through the {scenario}"))
             blocks.append(latency_table(results, with_ci=False))
             continue
@@ -125,7 +126,8 @@ def document(
 
 
 FAILOVER_TEXT = (
-    "The same crowd on three server processes behind HAProxy (round robin, no stickiness),"
+    "The same crowd on three server processes behind HAProxy (round robin unless the run was"
+    " --sticky),"
     " sharing rooms through Redis; mid-run one instance is killed with SIGKILL and not started"
     " again. Its clients reconnect through the balancer to a survivor and resume from their"
     " cursor, which the survivor answers from the history in Redis; a send whose answer died"

@@ -8,6 +8,7 @@ import matplotlib
 
 from wirewise.report.charts.base import RC, Chart, Context
 from wirewise.report.charts.cost import chart_bytes, chart_cpu
+from wirewise.report.charts.failover import chart_failover
 from wirewise.report.charts.latency import chart_cdf, chart_latency
 from wirewise.report.charts.memory import chart_memory, chart_memory_fit
 from wirewise.report.charts.polling import chart_polling
@@ -43,3 +44,5 @@ def each_chart(ctx: Context, present: list[str]) -> Iterator[Chart | None]:
     yield chart_bytes(ctx)
     if any(r.transport == "poll" for r in ctx.summary.results):
         yield chart_polling(ctx)
+    if of(ctx.summary, "failover"):
+        yield chart_failover(ctx)
