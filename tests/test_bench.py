@@ -182,6 +182,8 @@ def test_deployments_interleave_and_a_kill_has_no_single_process_baseline() -> N
         ["--instances", "3", "--sticky", "sometimes"],
         ["--processes", "0"],  # nobody to make the load
         ["--remote-workers", "1", "--worker-wait", "0"],
+        ["--proxy", "squid"],
+        ["--proxy", "nginx-tuned", "--instances", "3"],
     ],
 )
 def test_bench_refuses_what_cannot_run(tmp_path: Path, flags: list[str]) -> None:

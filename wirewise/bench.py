@@ -45,6 +45,7 @@ from wirewise.processes import (
     start_server,
     stop_process,
 )
+from wirewise.proxies import ProxiedServer
 from wirewise.registry import KILLING, Backend
 from wirewise.results import Repeat, Summary, collect_metadata
 from wirewise.sampler import ByteCounter, Sampler
@@ -300,9 +301,9 @@ def run_one(
     options, planned = headroom.plan(run, options, users)
     faulty = run.scenario in KILLING
     deployed = deployment(plan, run)
-    if faulty or deployed["instances"] > 1:
-        shared = None  # this run kills its server, or runs several
-    server: Server | ClusterServer
+    if faulty or deployed["instances"] > 1 or deployed.get("proxy"):
+        shared = None  # this run kills its server, runs several, or puts nginx in front
+    server: Server | ClusterServer | ProxiedServer
     faults: Faults | Failover | None = None
     if run.scenario in ("failover", "rolling"):
         server = ClusterServer.start(
@@ -319,6 +320,11 @@ def run_one(
             sticky=deployed["sticky"],
             host=plan.server_host,
         )
+    elif deployed.get("proxy"):
+        alone = start_server(
+            run.backend, directory / "server.log", plan.poll_interval, host=plan.server_host
+        )
+        server = ProxiedServer.start(alone, deployed["proxy"])
     else:
         server = shared or start_server(
             run.backend,
@@ -339,6 +345,8 @@ def run_one(
     if isinstance(server, ClusterServer):
         # A failover's figures are one survivor's (the killed one would drop out of a sum).
         instances, parts = (None if faulty else server.instance_pids), server.parts
+    elif isinstance(server, ProxiedServer):
+        parts = server.parts
     sampler = Sampler(
         server.pid,
         lambda: locust.pids() if locust else [],
@@ -512,6 +520,7 @@ def run_bench(
                 and server is None
                 and run.scenario not in KILLING
                 and deployment(plan, run)["instances"] == 1
+                and not plan.proxy
             ):
                 # --quick keeps one server per backend (startup is much of a quick run); a
                 # full bench gives every run a fresh server.

@@ -341,6 +341,13 @@ def bench(
             " the same run (the extra hop, measured)."
         ),
     ] = False,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            help="nginx between Locust and one server: nginx-default | nginx-buffered |"
+            " nginx-tuned | no-upgrade (h2 and the tcp floor are left out)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
 ) -> None:
     """Measure: every scenario x transport, each backend alone on one core, Locust on the other."""
@@ -362,7 +369,16 @@ def bench(
         repeat,
         instances,
         balancer,
-        Scale(sticky, baseline, remote_workers, master_bind, master_port, worker_wait, server_host),
+        Scale(
+            sticky,
+            baseline,
+            remote_workers,
+            master_bind,
+            master_port,
+            worker_wait,
+            server_host,
+            proxy,
+        ),
     )
     console = wide_console()
     if plan.remote_workers:
@@ -389,8 +405,19 @@ class Scale:
     master_port: int = 5557
     worker_wait: float = 300.0
     server_host: str = "127.0.0.1"
+    proxy: str | None = None
 
     def check(self, instances: int, balancer: str, processes: int) -> None:
+        if self.proxy is not None:
+            from wirewise.proxies import check_profile
+
+            if instances > 1:
+                raise typer.BadParameter("--proxy stands in front of one server, not --instances")
+            try:
+                check_profile(self.proxy, "sse")
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+
         if self.sticky not in ("off", "on", "both"):
             raise typer.BadParameter(f"--sticky takes off | on | both, not {self.sticky!r}")
         if instances < 2 and (self.sticky != "off" or self.baseline):
@@ -468,6 +495,7 @@ def make_plan(
         master_port=scale.master_port,
         worker_wait=scale.worker_wait,
         server_host=scale.server_host,
+        proxy=scale.proxy,
         out=out.resolve(),
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from wirewise.proxies import NOT_PROXIED
 from wirewise.registry import BACKENDS, KILLING, Backend
 from wirewise.results import VARIANTS
 from wirewise.scenarios._options import ScenarioOptions
@@ -115,6 +116,8 @@ class Plan:
     baseline: bool = False
     """With several instances: each run also on one process with the in-memory broker, so
     that the extra hop (balancer, Redis) is measured in the same run."""
+    proxy: str | None = None
+    """An nginx profile between the load generator and one server (wirewise/proxies.py)."""
     generator_limit: float = 70.0
     """Most load-generator CPU percent a run is planned for (the bench scales rates to it)."""
     out: Path = ROOT / "results"
@@ -141,6 +144,7 @@ class Plan:
             "balancer": self.balancer if self.instances > 1 else None,
             "sticky": self.sticky if self.instances > 1 else None,
             "baseline": self.baseline,
+            "proxy": self.proxy,
             "generator_limit": self.generator_limit,
             "overrides": self.overrides,
         }
@@ -181,10 +185,11 @@ def variants(plan: Plan, scenario: str) -> tuple[str, ...]:
 def deployment(plan: Plan, run: Run) -> dict[str, Any]:
     """What served ``run``: processes, balancer, broker, stickiness (``run.json`` keeps it)."""
     clustered = run.scenario in CLUSTERED
+    killing = run.scenario in KILLING
     alone = plan.instances < 2 and not clustered
     if run.variant == "single" or run.scenario == "faults" or alone:
         return {"variant": run.variant, "instances": 1, "balancer": None, "broker": "memory",
-                "sticky": False}  # fmt: skip
+                "sticky": False, "proxy": plan.proxy if alone and not killing else None}  # fmt: skip
     return {
         "variant": run.variant,
         "instances": 3 if clustered else plan.instances,
@@ -205,6 +210,7 @@ def plan_runs(plan: Plan) -> list[Run]:
         for variant in variants(plan, scenario)
         if not (scenario in KILLING and backend.transport in NO_FAULTS)
         and not (scenario == "saturate" and backend.transport in NO_SATURATE)
+        and not (plan.proxy and backend.transport in NOT_PROXIED)
     ]
 
 

@@ -71,6 +71,8 @@ def conditions_table(summary: Summary) -> Table:
         rows.append(
             ["plan", ", ".join(f"{k}={_plain(v)}" for k, v in plan.items() if k not in ("out",))]
         )
+    if plan.get("proxy"):
+        rows.append(["path", f"Locust -> nginx ({plan['proxy']}) -> one server"])
     if settings:
         rows.append(["server settings", ", ".join(f"{k}={v}" for k, v in settings.items())])
     if m.get("fd_limit"):
