@@ -165,7 +165,7 @@ def test_deployments_interleave_and_a_kill_has_no_single_process_baseline() -> N
     run = plan_runs(plan)[2]
     assert deployment(plan, run) == {
         "variant": "single", "instances": 1, "balancer": None, "broker": "memory",
-        "sticky": False,
+        "sticky": False, "proxy": None,
     }  # fmt: skip
     assert deployment(plan, plan_runs(plan)[1])["sticky"] is True
     assert [r.name for r in plan_runs(Plan(scenarios=("chat",), backends=(sse,)))] == [

@@ -111,6 +111,13 @@ def test_sticky_needs_a_balancer_that_reads_requests(tmp_path: Path) -> None:
         start_cluster(ClusterPlan("sse", balancer="reuseport", sticky=True))
 
 
+def test_h2_is_not_balanced_by_nginx() -> None:
+    """nginx 1.22's cleartext HTTP/2 is prior knowledge only: the client's HTTP/1.1 login
+    would be refused, so the plan is, with the reason."""
+    with pytest.raises(ValueError, match="prior knowledge"):
+        start_cluster(ClusterPlan("h2", balancer="nginx"))
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

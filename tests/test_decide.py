@@ -767,21 +767,23 @@ def test_decide_on_the_reference_run(workload: str, capsys: pytest.CaptureFixtur
 
 def test_decide_reads_the_newest_run_that_has_its_scenarios(tmp_path: Path) -> None:
     """A newer run of failover only is no basis for decide, nor a newer chat run on three
-    instances behind a balancer: the newest single-process run with chat is."""
+    instances behind a balancer, nor one behind nginx: the newest direct run with chat is."""
     from wirewise.results import newest_run
 
     for run_id, scenario, instances in (
         ("20260101-000000", "chat", 1),
         ("20260102-000000", "failover", 3),
         ("20260103-000000", "chat", 3),
+        ("20260104-000000", "chat", 0),  # 0: one server behind nginx
     ):
         (tmp_path / run_id).mkdir()
+        proxy = "nginx-default" if instances == 0 else None
         rows = {
-            "metadata": {"plan": {"instances": instances}},
+            "metadata": {"plan": {"instances": instances or 1, "proxy": proxy}},
             "results": [{"scenario": scenario, "transport": "ws"}],
         }
         (tmp_path / run_id / "summary.json").write_text(json.dumps(rows))
-    assert newest_run(tmp_path) == tmp_path / "20260103-000000"
+    assert newest_run(tmp_path) == tmp_path / "20260104-000000"
     assert newest_run(tmp_path, having="chat") == tmp_path / "20260101-000000"
     assert newest_run(tmp_path, having="idle") is None
 

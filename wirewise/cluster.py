@@ -148,6 +148,11 @@ def check_plan(plan: ClusterPlan) -> None:
             "--sticky needs a balancer that reads the request: SO_REUSEPORT spreads connections"
             " by the kernel's hash of addresses and ports"
         )
+    if plan.balancer == "nginx" and plan.transport == "h2":
+        raise ValueError(
+            "h2 is balanced by haproxy or reuseport: nginx 1.22 serves cleartext HTTP/2 only as"
+            " prior knowledge, refusing the client's HTTP/1.1 login"
+        )
     if plan.balancer == "nginx" and plan.transport == "tcp":
         raise ValueError(
             "the tcp floor is balanced by haproxy or reuseport (nginx-light has no stream module)"
@@ -351,17 +356,27 @@ backend instances
 """
 
 
-def nginx_config(plan: ClusterPlan, port: int, backends: list[str], workdir: Path) -> str:
-    """Round robin (or a consistent hash of the session's token), upgrades passed through,
-    nothing buffered, a failed instance skipped."""
-    servers = "\n".join(
-        f"        server {_address_of(url)} max_fails=1 fail_timeout=2s;" for url in backends
-    )
+NGINX_TUNED = """\
+proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            # event streams and long polls go out as they are written
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;"""
+"""What every transport needs of nginx in front of it (a location's directives after
+``proxy_pass``): the README's recommended configuration."""
+
+
+def nginx_main(workdir: Path, http: str) -> str:
+    """A whole nginx configuration around ``http`` (upstreams and servers): one worker in the
+    foreground, its files in ``workdir``, two descriptors per proxied client."""
     temp = "\n".join(
         f"    {kind}_temp_path {workdir / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    listen = f"{plan.host}:{port}" + (" http2" if plan.transport == "h2" else "")
     return f"""\
 daemon off;
 master_process off;
@@ -381,6 +396,21 @@ http {{
         default upgrade;
         ''      '';
     }}
+{http}
+}}
+"""
+
+
+def nginx_config(plan: ClusterPlan, port: int, backends: list[str], workdir: Path) -> str:
+    """Round robin (or a consistent hash of the session's token), upgrades passed through,
+    nothing buffered, a failed instance skipped."""
+    servers = "\n".join(
+        f"        server {_address_of(url)} max_fails=1 fail_timeout=2s;" for url in backends
+    )
+    sticky = "        hash $session consistent;\n" if plan.sticky else ""
+    return nginx_main(
+        workdir,
+        f"""\
     map $http_authorization $session {{
         "~^Bearer +(?<bearer>.+)$" $bearer;
         default $token_or_cookie;
@@ -390,27 +420,18 @@ http {{
         default $arg_token;
     }}
     upstream instances {{
-{"        hash $session consistent;" + chr(10) if plan.sticky else ""}{servers}
+{sticky}{servers}
         keepalive 64;
     }}
     server {{
-        listen {listen};
+        listen {plan.host}:{port};
         location / {{
             proxy_pass http://instances;
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            # event streams and long polls go out as they are written
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;
+            {NGINX_TUNED}
             proxy_next_upstream error timeout;
         }}
-    }}
-}}
-"""
+    }}""",
+    )
 
 
 def start_balancer(plan: ClusterPlan, backends: list[str], workdir: Path) -> Part:

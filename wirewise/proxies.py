@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wirewise.cluster import (
-    FILE_LIMIT,
-    MAX_PROXIED,
+    NGINX_TUNED,
     PROGRAMS,
     Part,
     _address_of,
@@ -40,6 +39,7 @@ from wirewise.cluster import (
     _spawn,
     _wait_for,
     free_port,
+    nginx_main,
 )
 from wirewise.processes import Server, cores
 from wirewise.registry import Backend
@@ -51,17 +51,7 @@ NOT_PROXIED = ("h2", "tcp")
 """Transports a profile does not carry: h2 (above) and the raw-TCP floor (not HTTP)."""
 
 DEFAULT = "proxy_pass http://upstream;"
-TUNED = """\
-proxy_pass http://upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            # event streams and long polls go out as they are written
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;"""
+TUNED = f"{DEFAULT}\n            {NGINX_TUNED}"
 LOCATIONS = {
     "nginx-default": DEFAULT,
     "nginx-buffered": DEFAULT + "\n            proxy_ignore_headers X-Accel-Buffering;",
@@ -90,29 +80,9 @@ def check_profile(profile: str, transport: str) -> None:
 
 def nginx_proxy_config(profile: str, port: int, upstream: str, workdir: Path) -> str:
     """One server block in front of ``upstream`` (a URL), as ``profile`` says."""
-    temp = "\n".join(
-        f"    {kind}_temp_path {workdir / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""\
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile {FILE_LIMIT};
-pid {workdir / "nginx.pid"};
-error_log {workdir / "nginx-error.log"} warn;
-
-events {{
-    worker_connections {2 * MAX_PROXIED};
-}}
-
-http {{
-    access_log off;
-{temp}
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        ''      '';
-    }}
+    return nginx_main(
+        workdir,
+        f"""\
     upstream upstream {{
         server {_address_of(upstream)};
     }}
@@ -121,9 +91,8 @@ http {{
         location / {{
             {LOCATIONS[profile]}
         }}
-    }}
-}}
-"""
+    }}""",
+    )
 
 
 @dataclass

@@ -491,7 +491,8 @@ def newest_run(results_dir: Path, having: str | None = None) -> Path | None:
     """The newest run directory holding a ``summary.json`` (run ids sort by time); with
     ``having``, the newest single-process run that has a result of that scenario (a
     failover-only run is no basis for ``decide``, nor one whose servers were several processes
-    behind a balancer: decide's model is one process per server)."""
+    behind a balancer, or one server behind a proxy: decide's model is one process per server,
+    reached directly)."""
     runs = sorted((p.parent for p in results_dir.glob("*/summary.json")), reverse=True)
     for run in runs:
         if having is None or _has_scenario(run / "summary.json", having):
@@ -505,6 +506,6 @@ def _has_scenario(path: Path, scenario: str) -> bool:
     except (OSError, ValueError):
         return False
     plan = (data.get("metadata") or {}).get("plan") or {}
-    if (plan.get("instances") or 1) > 1:
-        return False
+    if (plan.get("instances") or 1) > 1 or plan.get("proxy"):
+        return False  # not one server as clients reach it directly: not decide's model
     return any(row.get("scenario") == scenario for row in data.get("results", []))
