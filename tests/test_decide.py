@@ -18,7 +18,14 @@ import pytest
 
 from wirewise.cli import main
 from wirewise.decide import Workload, WorkloadError, decide, profiles
-from wirewise.explain import TOPICS, cluster_runs, cluster_sentences, explain
+from wirewise.explain import (
+    TOPICS,
+    cluster_runs,
+    cluster_sentences,
+    explain,
+    proxy_runs,
+    proxy_sentences,
+)
 from wirewise.plan import ROOT
 from wirewise.registry import BACKENDS, backend
 from wirewise.results import (
@@ -803,3 +810,17 @@ def test_load_balancing_quotes_the_committed_cluster_runs() -> None:
     assert "(not significant: poll)" in hops[1], "short polling's interval hides the hop"
     assert sticky.startswith("Sticky sessions against round robin (results/")
     assert cluster_sentences([]) == []
+
+
+def test_proxies_quotes_the_committed_nginx_runs() -> None:
+    """Each profile's newest run, and a finding only where the runs show it."""
+    committed = Path(__file__).resolve().parent.parent / "results"
+    runs = proxy_runs([committed])
+    assert sorted(runs) == ["nginx-buffered", "nginx-default", "nginx-tuned", "no-upgrade"]
+    said = {line.split(" (")[0]: line for line in proxy_sentences(runs)}
+    assert "ws failed (only 0 of" in said["nginx-default"]
+    assert "ws p50" in said["nginx-tuned"] and "sse p50" in said["nginx-buffered"]
+    reference = committed / (committed / "REFERENCE").read_text().strip()
+    text = explain("proxies", load_summary(reference), reference.name)
+    assert "Buffering held no SSE event" in text and "the missing Upgrade" in text
+    assert proxy_sentences({}) == []

@@ -281,7 +281,80 @@ def _load_balancing(f: Facts) -> str:
     )
 
 
+def proxy_runs(bases: Iterable[Path]) -> dict[str, tuple[str, Summary]]:
+    """The newest run through each nginx profile (``bench --proxy``)."""
+    found: dict[str, tuple[str, Summary]] = {}
+    for base in bases:
+        for path in sorted(base.glob("*/summary.json"), reverse=True):
+            if '"proxy": "' not in path.read_text()[:20_000]:
+                continue  # most runs: no proxy, and not worth parsing
+            try:
+                summary = load_summary(path)
+            except (OSError, ValueError):
+                continue
+            profile = (summary.metadata.get("plan") or {}).get("proxy")
+            if profile and profile not in found:
+                found[profile] = (f"{base.name}/{path.parent.name}", summary)
+    return found
+
+
+def proxy_sentences(runs: dict[str, tuple[str, Summary]]) -> list[str]:
+    """Per profile: chat over SSE and WebSocket through nginx, as measured."""
+    said = []
+    for profile, (name, summary) in sorted(runs.items()):
+        parts = []
+        for label in ("sse", "longpoll", "ws"):
+            result = summary.find("chat", label)
+            if result is None:
+                continue
+            if result.valid and result.latency_ms.p50 is not None:
+                parts.append(f"{label} p50 {result.latency_ms.p50:,.2f} ms")
+            else:
+                parts.append(f"{label} failed ({first_reason(result)})")
+        if parts:
+            said.append(f"{profile} ({name}): {', '.join(parts)}.")
+    return said
+
+
+def _proxy_findings(runs: dict[str, tuple[str, Summary]]) -> list[str]:
+    """What the runs show, said only when they show it."""
+
+    def chat(profile: str, label: str) -> Result | None:
+        found = runs.get(profile)
+        return found[1].find("chat", label) if found else None
+
+    said = []
+    buffered = chat("nginx-buffered", "sse")
+    if buffered is not None and buffered.valid and (buffered.latency_ms.p50 or 1e9) < 50:
+        said.append(
+            "Buffering held no SSE event even with the server's `X-Accel-Buffering: no`"
+            " ignored (nginx-buffered): nginx forwarded each event as it came."
+        )
+    tuned = chat("nginx-tuned", "ws")
+    refused = [p for p in ("nginx-default", "no-upgrade") if (r := chat(p, "ws")) and not r.valid]
+    if tuned is not None and tuned.valid and refused:
+        said.append(
+            f"WebSockets failed through {' and '.join(refused)} and worked through nginx-tuned:"
+            " what breaks them is the missing Upgrade."
+        )
+    return said
+
+
+def first_reason(result: Result) -> str:
+    return result.validity.reasons[0] if result.validity.reasons else "invalid"
+
+
 def _proxies(f: Facts) -> str:
+    runs = proxy_runs(results_dirs())
+    measured = proxy_sentences(runs)
+    through = (
+        "\nMeasured through nginx, chat (`wirewise bench --proxy P`): "
+        + " ".join([*measured, *_proxy_findings(runs)])
+        + "\n"
+        if measured
+        else "\n(No run through nginx was found: `wirewise bench --scenario chat --proxy"
+        " nginx-default` measures it.)\n"
+    )
     return (
         "Corporate proxies and middleboxes are why 'just use WebSockets' sometimes fails in the\n"
         "field. An HTTP proxy that does not understand Upgrade drops or refuses the handshake; TLS\n"
@@ -294,6 +367,7 @@ def _proxies(f: Facts) -> str:
         "Short polling passes everything. That is the fallback ladder Socket.IO and SignalR use:\n"
         "try WebSocket, fall back to SSE or long polling. `wirewise decide --proxy-blocks-upgrade`\n"
         "ranks transports for such a network.\n"
+        + textwrap.fill(through, 96, replace_whitespace=False, break_on_hyphens=False)
     )
 
 
