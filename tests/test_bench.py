@@ -173,6 +173,19 @@ def test_deployments_interleave_and_a_kill_has_no_single_process_baseline() -> N
     ], "one process: no deployments to compare"
 
 
+def test_a_proxied_plan_compares_with_the_server_reached_directly() -> None:
+    sse = backend("sse")
+    plan = Plan(
+        scenarios=("chat", "faults"),
+        backends=(sse, backend("h2")),
+        proxy="nginx-tuned",
+        baseline=True,
+    )
+    runs = plan_runs(plan)
+    assert [r.name for r in runs] == ["chat-sse-r1", "chat-sse-single-r1", "faults-sse-r1"]
+    assert [deployment(plan, r)["proxy"] for r in runs] == ["nginx-tuned", None, None]
+
+
 @pytest.mark.parametrize(
     "flags",
     [

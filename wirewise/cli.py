@@ -420,8 +420,13 @@ class Scale:
 
         if self.sticky not in ("off", "on", "both"):
             raise typer.BadParameter(f"--sticky takes off | on | both, not {self.sticky!r}")
-        if instances < 2 and (self.sticky != "off" or self.baseline):
-            raise typer.BadParameter("--sticky and --baseline compare --instances 2 or more")
+        if instances < 2 and self.sticky != "off":
+            raise typer.BadParameter("--sticky chooses among --instances 2 or more")
+        if instances < 2 and self.baseline and self.proxy is None:
+            raise typer.BadParameter(
+                "--baseline compares --instances 2 or more, or --proxy, with one server reached"
+                " directly"
+            )
         if self.sticky != "off" and balancer == "reuseport":
             raise typer.BadParameter(
                 "--sticky needs haproxy or nginx: SO_REUSEPORT spreads by the kernel's hash"

@@ -173,7 +173,12 @@ CLUSTERED = ("failover", "rolling")
 
 def variants(plan: Plan, scenario: str) -> tuple[str, ...]:
     """The deployments each backend runs ``scenario`` on (a kill needs several instances;
-    faults kills and restarts its one process)."""
+    faults kills and restarts its one process). ``--baseline`` compares a proxied server with
+    the same server reached directly too."""
+    if scenario in KILLING and plan.proxy:
+        return ("",)
+    if plan.proxy and plan.baseline:
+        return ("", "single")
     if plan.instances < 2 or scenario == "faults":
         return ("",)
     found = ["", *(["sticky"] if plan.sticky == "both" else [])]
@@ -188,8 +193,9 @@ def deployment(plan: Plan, run: Run) -> dict[str, Any]:
     killing = run.scenario in KILLING
     alone = plan.instances < 2 and not clustered
     if run.variant == "single" or run.scenario == "faults" or alone:
+        proxied = alone and not killing and run.variant != "single"
         return {"variant": run.variant, "instances": 1, "balancer": None, "broker": "memory",
-                "sticky": False, "proxy": plan.proxy if alone and not killing else None}  # fmt: skip
+                "sticky": False, "proxy": plan.proxy if proxied else None}  # fmt: skip
     return {
         "variant": run.variant,
         "instances": 3 if clustered else plan.instances,

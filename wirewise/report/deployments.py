@@ -17,7 +17,8 @@ __all__ = ["deployment_blocks", "deployment_text", "hop"]
 def deployment_text(deployment: dict[str, Any] | None) -> str:
     """'3 instances, haproxy, Redis, sticky' or '1 process, in-memory broker'."""
     if not deployment or (deployment.get("instances") or 1) < 2:
-        return "1 process, in-memory broker"
+        proxy = (deployment or {}).get("proxy")
+        return "1 process, in-memory broker" + (f", behind nginx ({proxy})" if proxy else "")
     text = f"{deployment['instances']} instances, {deployment.get('balancer')}, Redis"
     return text + (", sticky" if deployment.get("sticky") else "")
 
@@ -83,8 +84,9 @@ def deployment_blocks(own: list[Result], compared: list[Result]) -> list[Block]:
         Para(
             "Each backend ran on each deployment in turn, repeat after repeat, so a slow minute"
             " of the machine lands on both. The difference is the first row's figure less the"
-            " row's: through the balancer and Redis against one process, or round robin against"
-            " sticky sessions. Overlapping 95 % intervals are marked not significant."
+            " row's: through the balancer and Redis against one process, round robin against"
+            " sticky sessions, or behind nginx against the server reached directly. Overlapping"
+            " 95 % intervals are marked not significant."
         ),
         Table(
             [
