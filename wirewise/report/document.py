@@ -105,7 +105,7 @@ def document(
     blocks += scaleout
     deployments = deployment_blocks(summary.results, compared or [])
     if deployments and not scaleout:
-        blocks.append(Heading(2, "Scale-out (several processes)", "scale-out"))
+        blocks.append(Heading(2, "Deployments", "deployments-section"))
     blocks += deployments
     polls = poll_results(summary)
     if polls:
