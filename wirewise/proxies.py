@@ -11,7 +11,8 @@ Profiles (:data:`PROFILES`):
 - ``nginx-buffered``: the default, but ``X-Accel-Buffering`` ignored: what a server that does not
   send it gets, so that the header's effect is measured, not assumed.
 - ``nginx-tuned``: the configuration the README recommends: HTTP/1.1 with ``Upgrade`` passed,
-  no buffering either way, timeouts past the SSE heartbeat and the long poll.
+  no buffering either way, timeouts past the SSE heartbeat and the long poll, and idle
+  connections to the server kept for the next request.
 - ``no-upgrade``: the tuned one with ``Upgrade`` and ``Connection`` cleared, as some corporate
   proxies do: every HTTP transport works and WebSocket handshakes fail.
 
@@ -52,6 +53,11 @@ NOT_PROXIED = ("h2", "tcp")
 
 DEFAULT = "proxy_pass http://upstream;"
 TUNED = f"{DEFAULT}\n            {NGINX_TUNED}"
+TUNED_PROFILES = ("nginx-tuned", "no-upgrade")
+KEEPALIVE = "\n        keepalive 64;"
+"""The tuned profiles keep idle connections to the server for the next request (HTTP/1.1
+and ``Connection`` cleared unless upgrading make them reusable); nginx's default opens one
+per request."""
 LOCATIONS = {
     "nginx-default": DEFAULT,
     "nginx-buffered": DEFAULT + "\n            proxy_ignore_headers X-Accel-Buffering;",
@@ -84,7 +90,7 @@ def nginx_proxy_config(profile: str, port: int, upstream: str, workdir: Path) ->
         workdir,
         f"""\
     upstream upstream {{
-        server {_address_of(upstream)};
+        server {_address_of(upstream)};{KEEPALIVE if profile in TUNED_PROFILES else ""}
     }}
     server {{
         listen 127.0.0.1:{port};
