@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from wirewise.registry import BACKENDS, FLOOR, backend
-from wirewise.results import Result, SchemaError, Summary, load_summary
+from wirewise.results import Result, Summary, summaries
 
 __all__ = [
     "BALANCERS",
@@ -458,15 +458,7 @@ def deployment_runs(bases: Iterable[Path]) -> list[tuple[str, Summary]]:
     """The runs that recorded the parts of a several-process deployment, newest first within
     each directory (run ids sort by time), named ``results/<run id>``. Only files that mention
     parts are parsed: a full reference run is large and has none."""
-    runs: list[tuple[str, Summary]] = []
-    for base in bases:
-        for path in sorted(base.glob("*/summary.json"), reverse=True):
-            try:
-                if '"parts_rss_bytes"' in path.read_text():
-                    runs.append((f"{base.name}/{path.parent.name}", load_summary(path)))
-            except (OSError, SchemaError):
-                continue  # unreadable: not a measurement
-    return runs
+    return list(summaries(bases, mentioning='"parts_rss_bytes"'))
 
 
 def measured_parts(runs: Iterable[tuple[str, Summary]]) -> dict[str, PartFit]:

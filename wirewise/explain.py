@@ -17,7 +17,8 @@ from pathlib import Path
 from wirewise.decide import results_dirs
 from wirewise.registry import backend
 from wirewise.report.deployments import hop
-from wirewise.results import Result, Summary, load_summary
+from wirewise.report.select import first_reason
+from wirewise.results import Result, Summary, summaries
 
 __all__ = ["TOPICS", "Facts", "Topic", "explain"]
 
@@ -142,19 +143,13 @@ def _format(f: Facts) -> str:
 def cluster_runs(bases: Iterable[Path]) -> list[tuple[str, Summary]]:
     """Runs whose servers were several processes (a failover, ``--instances``), newest first;
     the single-process reference run is not among them."""
-    found = []
-    for base in bases:
-        for path in sorted(base.glob("*/summary.json"), reverse=True):
-            try:
-                summary = load_summary(path)
-            except (OSError, ValueError):
-                continue  # unreadable or another schema: not quoted
-            plan = summary.metadata.get("plan") or {}
-            if (plan.get("instances") or 1) > 1 or {"failover", "rolling"} & set(
-                plan.get("scenarios") or ()
-            ):
-                found.append((f"{base.name}/{path.parent.name}", summary))
-    return found
+    return [(name, summary) for name, summary in summaries(bases) if _clustered(summary)]
+
+
+def _clustered(summary: Summary) -> bool:
+    plan = summary.metadata.get("plan") or {}
+    killing = {"failover", "rolling"} & set(plan.get("scenarios") or ())
+    return (plan.get("instances") or 1) > 1 or bool(killing)
 
 
 def _newest(
@@ -284,17 +279,10 @@ def _load_balancing(f: Facts) -> str:
 def proxy_runs(bases: Iterable[Path]) -> dict[str, tuple[str, Summary]]:
     """The newest run through each nginx profile (``bench --proxy``)."""
     found: dict[str, tuple[str, Summary]] = {}
-    for base in bases:
-        for path in sorted(base.glob("*/summary.json"), reverse=True):
-            if '"proxy": "' not in path.read_text()[:20_000]:
-                continue  # most runs: no proxy, and not worth parsing
-            try:
-                summary = load_summary(path)
-            except (OSError, ValueError):
-                continue
-            profile = (summary.metadata.get("plan") or {}).get("proxy")
-            if profile and profile not in found:
-                found[profile] = (f"{base.name}/{path.parent.name}", summary)
+    for name, summary in summaries(bases, mentioning='"proxy": "'):
+        profile = (summary.metadata.get("plan") or {}).get("proxy")
+        if profile and profile not in found:
+            found[profile] = (name, summary)
     return found
 
 
@@ -338,10 +326,6 @@ def _proxy_findings(runs: dict[str, tuple[str, Summary]]) -> list[str]:
             " what breaks them is the missing Upgrade."
         )
     return said
-
-
-def first_reason(result: Result) -> str:
-    return result.validity.reasons[0] if result.validity.reasons else "invalid"
 
 
 def _proxies(f: Facts) -> str:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import types
 import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "collect_metadata",
     "newest_run",
     "read_summary",
+    "summaries",
     "write_summary",
 ]
 
@@ -485,6 +487,21 @@ def read_summary(path: Path) -> dict[str, Any]:
 def load_summary(path: Path) -> Summary:
     """Read, check and build a :class:`Summary`."""
     return Summary.from_json(read_summary(path))
+
+
+def summaries(
+    bases: Iterable[Path], mentioning: str | None = None
+) -> Iterator[tuple[str, Summary]]:
+    """Every readable run under ``bases``, newest first within each (run ids sort by time),
+    named ``<base>/<run id>``; with ``mentioning``, only files whose text holds it (a cheap
+    test before parsing: the reference run is large). Unreadable ones are skipped."""
+    for base in bases:
+        for path in sorted(base.glob("*/summary.json"), reverse=True):
+            try:
+                if mentioning is None or mentioning in path.read_text():
+                    yield f"{base.name}/{path.parent.name}", load_summary(path)
+            except (OSError, ValueError):  # SchemaError included: not a run this reads
+                continue
 
 
 def newest_run(results_dir: Path, having: str | None = None) -> Path | None:
