@@ -94,6 +94,9 @@ class Receiver:
         self.connected_at = math.inf
         self.sessions: list[float] = []
         """Wall-clock time of the first message of each reopened session."""
+        self.arrivals: list[tuple[float, int]] = []
+        """(arrival s, latency us) of each timed delivery: split later into survivors' and
+        moved clients', before and during a failover's reconnect storm."""
 
     @property
     def room(self) -> str:
@@ -156,7 +159,9 @@ class FaultUser(ChatUser):
             and message.sent_at is not None
             and self.in_window(message.sent_at)
         ):
-            LEDGER.latency.record(time.time_ns() // 1000 - message.sent_at)
+            now_us = time.time_ns() // 1000
+            LEDGER.latency.record(now_us - message.sent_at)
+            self.receiver.arrivals.append((now_us / 1e6, now_us - message.sent_at))
 
     @staticmethod
     def in_window(scheduled_us: int) -> bool:
@@ -335,6 +340,54 @@ def stored_by_old(key: str, killed: float) -> bool:
     return ts is None or ts < killed * 1e6
 
 
+STORM_CAP_S = 30.0
+"""A storm ends when the last client that moved is back, or this long after its kill."""
+
+
+def storms(restart: dict[str, Any]) -> list[tuple[float, float]]:
+    """(kill, end) per kill of a failover or rolling restart: from the SIGKILL/SIGTERM to the
+    first message of the last session reopened because of it."""
+    kills = sorted(restart.get("kills") or [restart["killed_at"]])
+    spans = []
+    for kill, following in zip(kills, [*kills[1:], math.inf], strict=True):
+        limit = min(following, kill + STORM_CAP_S)
+        back_at = [
+            min(times)
+            for r in LEDGER.receivers
+            if (times := [t for t in r.sessions if kill <= t < limit])
+        ]
+        spans.append((kill, max(back_at, default=kill)))
+    return spans
+
+
+def survivors_latency(restart: dict[str, Any]) -> dict[str, Any]:
+    """Delivery latency of the clients the kill did not touch (no session reopened in the
+    storm), during each storm and before the first kill, from the same run: what a failover
+    costs the users who stayed put. Timed from each message's schedule, so a moved sender's
+    late messages count against the survivors who received them, as a user would see it."""
+    spans = storms(restart)
+    before, during = Histogram(), Histogram()
+    survivors: set[int] = set()
+    for index, receiver in enumerate(LEDGER.receivers):
+        moved = [any(k <= t <= end for t in receiver.sessions) for k, end in spans]
+        if not all(moved):
+            survivors.add(index)
+        for arrived, latency_us in receiver.arrivals:
+            if arrived < spans[0][0]:
+                before.record(latency_us)
+                continue
+            for (kill, end), away in zip(spans, moved, strict=True):
+                if not away and kill <= arrived <= end:
+                    during.record(latency_us)
+                    break
+    return {
+        "storms_s": [[round(k, 6), round(end - k, 3)] for k, end in spans],
+        "receivers": len(survivors),
+        "before": before.encode(),
+        "during": during.encode(),
+    }
+
+
 def accounting(restart: dict[str, Any] | None) -> dict[str, Any]:
     """Every expected delivery: delivered, duplicated, lost with a gap, or lost silently."""
     killed = restart["killed_at"] if restart else math.inf
@@ -394,6 +447,7 @@ def accounting(restart: dict[str, Any] | None) -> dict[str, Any]:
             (r.session for r in LEDGER.receivers if r.room == SLOW_ROOM), None
         ),
         "restart": restart,
+        "survivors": survivors_latency(restart) if restart and restart.get("failover") else None,
         "silent_examples": silent,
         **{
             k: counts[k]

@@ -579,12 +579,19 @@ def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
     assert deliveries["lost"] == deliveries["duplicated"] == faults["gaps_after_kill"] == 0
     assert deliveries["delivered"] == deliveries["expected"] > 0
     assert faults["delivered_by_resume"] > 0, "the moved clients resumed from their cursor"
+    survivors = faults["survivors"]
+    assert 0 < survivors["receivers"] <= faults["clients"] - faults["moved"]
+    assert 0 < survivors["storm_s"] <= faults["reconnect_ms"]["max"] / 1000 + 0.01
+    assert survivors["before_ms"]["count"] > 0 and survivors["during_ms"]["count"] > 0
+    assert 0 < survivors["during_ms"]["p50"] <= survivors["during_ms"]["max"]
     out = tmp_path / "report"
     assert main(["report", str(run), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "## Failover (scenario: failover)" in text
     assert "![Failover timeline](charts/failover-timeline.png)" in text
     assert (out / "charts" / "failover-timeline.png").stat().st_size > 10_000
+    assert "survivors p50 ms before / in storm" in text
+    assert f"({survivors['during_ms']['count']:,} in " in text
 
 
 def test_a_saturate_step_whose_publisher_lagged_did_not_hold() -> None:

@@ -480,7 +480,11 @@ def headline(run: Run, repeat: Repeat) -> str:
         return f"held {held['deliveries_per_s']:,.0f} deliveries/s ({repeat.stopped_by or ''})"
     if run.scenario in KILLING and repeat.faults:
         back = repeat.faults["reconnect_ms"]
-        return f"reconnect p50 {back['p50']} ms, lost {repeat.deliveries.lost}"
+        line = f"reconnect p50 {back['p50']} ms, lost {repeat.deliveries.lost}"
+        if survivors := repeat.faults.get("survivors"):
+            before, during = survivors["before_ms"]["p99"], survivors["during_ms"]["p99"]
+            line += f", survivors p99 {before} ms before, {during} ms in the storm"
+        return line
     latency = repeat.latency_ms
     if not latency.count:
         return "no delivery timed"

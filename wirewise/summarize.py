@@ -606,6 +606,7 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
         "slow_consumer_errors_seen": ledger.get("slow_consumer_errors", 0),
         "slow_reader_reconnects": ledger.get("slow_reader_reconnects"),
         "server_rss_peak_bytes": max(rss) if rss else None,
+        "survivors": _survivors(ledger.get("survivors")),
     }
     if raw.run["transport"] in ("poll", "longpoll"):
         faults["slow_consumer_disconnects"] = None  # no live queue: a poll takes what it asks
@@ -627,6 +628,18 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
         # 19 MB flood, earlier in the window, is part of the scenario, not of the outage).
         span = (restart["killed_at"], restart["listening_at"] + max(reconnects) / 1000 + 0.5)
     repeat.load_generator = generator_of(raw, [span], 0)
+
+
+def _survivors(found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The untouched clients' delivery latency before the kill and during the storm (ms)."""
+    if not found:
+        return None
+    return {
+        "receivers": found["receivers"],
+        "storm_s": max((span for _, span in found["storms_s"]), default=0.0),
+        "before_ms": Histogram.decode(found["before"]).summary_ms(),
+        "during_ms": Histogram.decode(found["during"]).summary_ms(),
+    }
 
 
 def median_parts(each: list[dict[str, float] | None]) -> dict[str, float] | None:

@@ -293,23 +293,37 @@ def failover_table(results: list[Result]) -> Table:
                 num(d.duplicated),
                 num(f.get("gaps_after_kill")),
                 num(f.get("delivered_by_resume")),
+                *survivors_cells(f.get("survivors")),
                 warnings_cell(r),
             ]
         )
     return Table(
         ["transport", "valid", "clients moved", "reconnect p50 ms", "reconnect p99 ms",
          "reconnect max ms", "deliveries expected", "lost", "duplicated", "gaps after the kill",
-         "delivered by resume", "warnings"],
+         "delivered by resume", "survivors p50 ms before / in storm",
+         "survivors p99 ms before / in storm", "warnings"],
         rows,
-        align="ll" + "r" * 10,
+        align="ll" + "r" * 12,
         note="Clients moved: those whose subscription reopened after the kill, of the streams,"
         " sockets and held polls the killed instance had (its /stats just before; a short poller"
         " holds none and never notices); in a rolling restart, every reopened subscription."
         " Reconnect: from the kill (or the stop that caused it) to the client's first message on"
         " its new connection. Delivered by resume: deliveries a client without resume would have"
-        " missed.",
+        " missed. Survivors: the clients no kill moved, their delivery latency (from each"
+        " message's schedule) before the first kill and during each storm (from the kill to the"
+        " last moved client's first message), with the storm's deliveries counted.",
         invalid_rows={i for i, r in enumerate(results) if not r.valid},
     )  # fmt: skip
+
+
+def survivors_cells(survivors: dict[str, Any] | None) -> list[str]:
+    """'before / during' for p50 and p99, the storm's delivery count beside the p99."""
+    if not survivors:
+        return ["-", "-"]
+    before, during = survivors["before_ms"], survivors["during_ms"]
+    cells = [f"{num(before[p], 2)} / {num(during[p], 2)}" for p in ("p50", "p99")]
+    cells[1] += f" ({num(during['count'])} in {num(survivors['storm_s'], 2)} s)"
+    return cells
 
 
 def saturate_table(results: list[Result]) -> Table:
