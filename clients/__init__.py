@@ -44,6 +44,8 @@ CLASSES = {
     "ws": "wirewise.clients.ws:WsClient",
     "tcp": "wirewise.clients.tcp:TcpClient",
 }
+"""The transports' own clients (:class:`wirewise.clients.fallback.FallbackClient` tries several
+of them in turn; it is not a transport)."""
 
 
 def client_class(transport: str) -> type[Client]:

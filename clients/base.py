@@ -131,7 +131,8 @@ def refused_from_body(body: bytes | str, status: int | None) -> Refused:
     try:
         message = protocol.decode_server(body)
     except protocol.ProtocolError:
-        return Refused("bad_message", f"unexpected answer {str(body)[:80]!r}", status)
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        return Refused("bad_message", f"unexpected answer {text[:80]!r}", status)
     if isinstance(message, Error):
         return Refused(message.code, message.detail, status)
     return Refused("bad_message", f"unexpected {message.type}", status)
@@ -219,6 +220,8 @@ class Subscription:
         self.reconnects = 0
         self.duplicates = 0
         self.error: ClientError | None = None
+        self.last_failure: str | None = None
+        """Why the last session ended or failed to open (the loop retries; this says why)."""
         self.connected = threading.Event()
         self._on_message = on_message
         self._queue: queue.SimpleQueue[object] | None = None if on_message else queue.SimpleQueue()
@@ -334,10 +337,12 @@ class Subscription:
                 try:
                     self.client.run_session(self, mark_open)
                 except Refused as exc:
+                    self.last_failure = str(exc)
                     if exc.code in FATAL_CODES or exc.status in (401, 403):
                         raise SubscriptionFailed(str(exc)) from exc
-                except (ClientError, SessionEnded, OSError, protocol.ProtocolError):
-                    pass  # a malformed message too: drop the connection and resume
+                except (ClientError, SessionEnded, OSError, protocol.ProtocolError) as exc:
+                    # A malformed message too: drop the connection and resume.
+                    self.last_failure = str(exc) or type(exc).__name__
                 if self._closed.is_set():
                     break
                 self.connected.clear()

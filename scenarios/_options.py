@@ -60,6 +60,10 @@ class ScenarioOptions:
     slow_bytes: int = _opt(32000, "faults: characters of each message of the flood")
     slow_messages: int = _opt(600, "faults: messages of the flood")
     back_within: float = _opt(20.0, "faults: seconds to wait for every client to reconnect")
+    fallback_order: str = _opt(
+        "ws,sse,longpoll,poll", "fallback: the transports tried, in order (comma-separated)"
+    )
+    step_timeout: float = _opt(3.0, "fallback: seconds a transport may take to open")
     wirewise_out: str = _opt("", "Where the master writes the results JSON", web_ui=False)
 
     def to_argv(self) -> list[str]:

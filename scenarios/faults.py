@@ -35,6 +35,7 @@ import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ class Ledger:
 
 
 LEDGER = Ledger()
+REPORTS: list[Callable[[], dict[str, Any]]] = []
+"""What scenarios built on this one add to the result (fallback: the negotiations)."""
 
 
 class Receiver:
@@ -494,6 +497,8 @@ def _quitting(environment: Any, **kwargs: Any) -> None:
         "receipt": {"clock": "process"},
         **CONTROLLER.notes,
     }
+    for report in REPORTS:
+        result |= report()
     out = opts.wirewise_out
     if out:
         RawMessages(rooms=[], receivers=[]).save(Path(out).with_name("messages.npz"))

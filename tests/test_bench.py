@@ -594,6 +594,30 @@ def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
     assert f"({survivors['during_ms']['count']:,} in " in text
 
 
+def test_fallback_behind_a_proxy_that_strips_upgrade_settles_on_sse(tmp_path: Path) -> None:
+    """``fallback`` through nginx's no-upgrade profile (~12 s): every user's WebSocket step
+    fails on the refused handshake, every user settles on SSE, and the chat loses nothing."""
+    needs("nginx")
+    argv = ["bench", "--scenario", "fallback", "--proxy", "no-upgrade", "--quick"]
+    assert main([*argv, "--users", "20", "--duration", "2", "--out", str(tmp_path)]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (result,) = read_summary(run)["results"]
+    found, deliveries = result["fallback"], result["deliveries"]
+    assert result["label"] == "ws" and result["validity"]["valid"], result["validity"]
+    assert found["order"] == ["ws", "sse", "longpoll", "poll"]
+    assert found["settled"] == {"sse": 20}
+    assert found["attempts"] == {"ws failed": 20, "sse settled": 20}
+    assert found["lost_ms"]["count"] == 20 and 0 < found["lost_ms"]["max"] < 3000
+    assert found["first_message_ms"]["p50"] >= found["lost_ms"]["p50"]
+    assert deliveries["delivered"] == deliveries["expected"] > 0
+    assert deliveries["lost"] == deliveries["duplicated"] == 0
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Fallback (scenario: fallback)" in text
+    assert "| ws | yes | no-upgrade | ws → sse → longpoll → poll | 20 sse |" in text
+
+
 def test_a_saturate_step_whose_publisher_lagged_did_not_hold() -> None:
     """Latency is timed from the schedule, so a step whose publisher fell a send period behind
     would quote the generator's lag as the transport's: it is not a step that held."""

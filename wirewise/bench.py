@@ -101,7 +101,7 @@ class Headroom:
             listeners = max(users - 1, 1)
             rooms = math.ceil(listeners / room) if room else 1
             return rate * rooms + rate * listeners
-        if run.scenario in ("chat", "game", "saturate", *KILLING):
+        if run.scenario in ("chat", "game", "saturate", "fallback", *KILLING):
             size = min(room or {"game": 4}.get(run.scenario, 10), users)
             return users * rate * (size + 1)
         return 0.0
@@ -485,6 +485,10 @@ def headline(run: Run, repeat: Repeat) -> str:
             before, during = survivors["before_ms"]["p99"], survivors["during_ms"]["p99"]
             line += f", survivors p99 {before} ms before, {during} ms in the storm"
         return line
+    if run.scenario == "fallback" and repeat.fallback:
+        found = repeat.fallback
+        settled = ", ".join(f"{n} on {t}" for t, n in found["settled"].items())
+        return f"settled {settled}; lost p50 {found['lost_ms']['p50']} ms to failed steps"
     latency = repeat.latency_ms
     if not latency.count:
         return "no delivery timed"

@@ -251,7 +251,7 @@ def bench(
         list[str] | None,
         typer.Option(
             "--scenario",
-            help="chat | broadcast | idle | saturate | game | faults (repeatable; default: all, or chat/broadcast/idle with --quick)",
+            help="chat | broadcast | idle | saturate | game | faults | failover | rolling | fallback (repeatable; default: the first six, or chat/broadcast/idle with --quick)",
         ),
     ] = None,
     transport: Annotated[

@@ -36,10 +36,14 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("chat", "broadcast", "idle", "saturate", "game", "faults", "failover", "rolling")
+SCENARIOS = (
+    "chat", "broadcast", "idle", "saturate", "game", "faults", "failover", "rolling", "fallback"
+)  # fmt: skip
 DEFAULT_SCENARIOS = SCENARIOS[:6]
-"""What a bare ``wirewise bench`` runs: failover and rolling need Redis and HAProxy, and are
-asked for by name."""
+"""What a bare ``wirewise bench`` runs: failover and rolling need Redis and HAProxy, and
+fallback means something behind ``--proxy no-upgrade``: they are asked for by name."""
+FALLBACK_BACKEND = Backend("ws", "uvicorn")
+"""fallback's one server: uvicorn answers every transport's routes from one application."""
 QUICK_SCENARIOS = ("chat", "broadcast", "idle")
 NO_FAULTS = ("tcp",)
 """The raw-TCP floor is calibration, not a transport a client chooses: no faults run."""
@@ -48,7 +52,7 @@ NO_SATURATE = ("tcp",)
 the generator about what it costs the server per delivery): its ramp would measure the
 generator. It calibrates latency, not capacity."""
 STICKY = ("off", "on", "both")
-PLAIN = ("chat", "broadcast", "game", "faults", "failover", "rolling")
+PLAIN = ("chat", "broadcast", "game", "faults", "failover", "rolling", "fallback")
 """Scenarios with one window (the others step: idle by connections, saturate by rate)."""
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -60,6 +64,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "faults": {"users": 40, "rate": 2.0, "measure": 6.0},
     "failover": {"users": 40, "rate": 2.0, "measure": 6.0},
     "rolling": {"users": 40, "rate": 2.0, "measure": 8.0, "kill_at": 0.2},
+    "fallback": {"users": 40, "rate": 2.0, "measure": 4.0, "back_within": 0.0},
 }
 FULL: dict[str, dict[str, Any]] = {
     "chat": {"users": 200, "rate": 1.0, "measure": 10.0},
@@ -70,6 +75,7 @@ FULL: dict[str, dict[str, Any]] = {
     "faults": {"users": 300, "rate": 0.5, "measure": 12.0},
     "failover": {"users": 300, "rate": 0.5, "measure": 12.0},
     "rolling": {"users": 300, "rate": 0.5, "measure": 14.0, "kill_at": 0.2},
+    "fallback": {"users": 300, "rate": 0.5, "measure": 10.0, "back_within": 0.0},
 }
 FULL_IDLE_POLL = {"step_users": 300}
 """Short pollers at full scale: 1,200 at T = 1 s are ~1,200 requests/s, a good share of what
@@ -217,6 +223,7 @@ def plan_runs(plan: Plan) -> list[Run]:
         if not (scenario in KILLING and backend.transport in NO_FAULTS)
         and not (scenario == "saturate" and backend.transport in NO_SATURATE)
         and not (plan.proxy and backend.transport in NOT_PROXIED)
+        and (scenario != "fallback" or backend == FALLBACK_BACKEND)
     ]
 
 

@@ -237,6 +237,8 @@ class Repeat:
     stopped_by: str | None = None
     load_generator: LoadGenerator = field(default_factory=LoadGenerator)
     faults: dict[str, Any] | None = None
+    fallback: dict[str, Any] | None = None
+    """The fallback scenario: what the negotiations settled on and cost."""
     validity: Validity = field(default_factory=Validity)
     warnings: list[str] = field(default_factory=list)
 
@@ -279,6 +281,8 @@ class Result:
     stopped_by: str | None = None
     load_generator: LoadGenerator = field(default_factory=LoadGenerator)
     faults: dict[str, Any] | None = None
+    fallback: dict[str, Any] | None = None
+    """The fallback scenario: what the negotiations settled on and cost."""
     validity: Validity = field(default_factory=Validity)
     warnings: list[str] = field(default_factory=list)
     deployment: dict[str, Any] | None = None

@@ -62,7 +62,17 @@ IDLE_CPU_SATURATED = 90.0
 """Server CPU percent at an idle plateau above which its CPU no longer follows connections."""
 MIN_R2 = 0.9
 """An idle fit below this does not say what one connection costs."""
-SCENARIO_ORDER = ("chat", "broadcast", "idle", "saturate", "game", "faults", "failover")
+SCENARIO_ORDER = (
+    "chat",
+    "broadcast",
+    "idle",
+    "saturate",
+    "game",
+    "faults",
+    "failover",
+    "rolling",
+    "fallback",
+)
 
 
 # -- reading the raw files ------------------------------------------------------------------------
@@ -282,6 +292,8 @@ def summarize_repeat(directory: Path) -> tuple[dict[str, Any], Repeat, dict[str,
         arrays = _saturate(raw, repeat)
     elif scenario in KILLING:
         _faults(raw, repeat)
+    elif scenario == "fallback":
+        _fallback(raw, repeat)
     else:
         arrays = _plain(raw, repeat)
     _process_warnings(raw, repeat)
@@ -630,6 +642,36 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     repeat.load_generator = generator_of(raw, [span], 0)
 
 
+def _fallback(raw: RawRun, repeat: Repeat) -> None:
+    """What the fallback client's negotiations cost, and the chat on what they settled on."""
+    assert raw.scenario is not None
+    scenario = raw.scenario
+    ledger = scenario.get("faults") or {}
+    found = scenario.get("fallback") or {}
+    repeat.latency_ms = latency_from(Histogram.decode(scenario.get("latency", "")))
+    repeat.deliveries = Deliveries(
+        expected=ledger.get("expected", 0),
+        delivered=ledger.get("delivered", 0),
+        lost=ledger.get("lost_signalled", 0) + ledger.get("lost_silently", 0),
+        duplicated=ledger.get("duplicated", 0),
+    )
+    clients = found.get("clients", 0)
+    repeat.fallback = {
+        "order": found.get("order"),
+        "step_timeout_s": found.get("step_timeout"),
+        "clients": clients,
+        "settled": found.get("settled", {}),
+        "attempts": found.get("attempts", {}),
+        "reasons": found.get("reasons", {}),
+        "lost_ms": _nearest_ranks(found.get("lost_ms", [])),
+        "first_message_ms": _nearest_ranks(found.get("first_message_ms", [])),
+    }
+    if unsettled := found.get("settled", {}).get("none"):
+        repeat.warnings.append(f"{unsettled} of {clients} clients found no transport that opened")
+    window = scenario["window"]
+    repeat.load_generator = generator_of(raw, [(window["start"], window["end"])], 0)
+
+
 def _survivors(found: dict[str, Any] | None) -> dict[str, Any] | None:
     """The untouched clients' delivery latency before the kill and during the storm (ms)."""
     if not found:
@@ -725,9 +767,14 @@ def judge(raw: RawRun, repeat: Repeat) -> None:
             f"only {connect['receivers']} of {connect['receivers_expected']} receivers subscribed"
             f" ({connect.get('failed', 0)} gave up)"
         )
-    if scenario in KILLING:
+    if scenario in (*KILLING, "fallback"):
         if not repeat.deliveries.expected:
             reasons.append("no message was acknowledged: nothing was measured")
+        if scenario == "fallback" and repeat.deliveries.lost:
+            reasons.append(
+                f"the ledger did not close: {repeat.deliveries.lost} of"
+                f" {repeat.deliveries.expected} expected deliveries never arrived"
+            )
         repeat.validity.valid = not reasons
         return
     settle = repeat.settle
@@ -879,6 +926,7 @@ def aggregate(items: list[tuple[dict[str, Any], Repeat, dict[str, Any]]]) -> Res
             "repeats_held": len(held),
         }
     result.faults = repeats[0].faults
+    result.fallback = repeats[0].fallback
     several = len(repeats) > 1
     for r in repeats:
         prefix = f"repeat {r.repeat}: " if several else ""

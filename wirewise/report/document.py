@@ -21,6 +21,7 @@ from wirewise.report.tables import (
     conditions_table,
     cost_table,
     failover_table,
+    fallback_table,
     idle_table,
     invalid_list,
     latency_table,
@@ -72,7 +73,10 @@ def document(
             blocks.append(table(results))
             blocks += invalid_list(results)
             blocks += figures.place(f"{scenario}-timeline")
-            blocks.append(Heading(3, f"{scenario}: delivery latency through the {scenario}"))
+            through = (
+                "on the settled transport" if scenario == "fallback" else f"through the {scenario}"
+            )
+            blocks.append(Heading(3, f"{scenario}: delivery latency {through}"))
             blocks.append(latency_table(results, with_ci=False))
             continue
         blocks.append(Heading(2, f"Scenario: {scenario}", slug(f"scenario {scenario}")))
@@ -165,9 +169,19 @@ def without_empty_sections(blocks: list[Block]) -> list[Block]:
     return kept
 
 
+FALLBACK_TEXT = (
+    "The same crowd, nothing killed, every user on the fallback client: it tries the order"
+    " below, one transport at a time, and settles on the first whose subscription opens within"
+    " the step's time limit, as SignalR does after negotiating. Behind a proxy that strips"
+    " Upgrade (--proxy no-upgrade) each WebSocket handshake fails; the table shows what each"
+    " user lost to that before the chat ran on what it settled on."
+)
+
 KILLED = {
     "faults": ("Reliability", "reliability", RELIABILITY_TEXT, reliability_table),
     "failover": ("Failover", "failover", FAILOVER_TEXT, failover_table),
     "rolling": ("Rolling restart", "rolling", ROLLING_TEXT, failover_table),
+    "fallback": ("Fallback", "fallback", FALLBACK_TEXT, fallback_table),
 }
-"""The scenarios that kill a server: heading, anchor, what happens, their table."""
+"""The reliability scenarios (all but fallback kill a server): heading, anchor, what happens,
+their table."""

@@ -316,6 +316,41 @@ def failover_table(results: list[Result]) -> Table:
     )  # fmt: skip
 
 
+def fallback_table(results: list[Result]) -> Table:
+    rows = []
+    for r in results:
+        f = r.fallback or {}
+        lost, first = f.get("lost_ms") or {}, f.get("first_message_ms") or {}
+        reasons = "; ".join(f"{n}: {why}" for why, n in (f.get("reasons") or {}).items())
+        rows.append(
+            [
+                r.label,
+                validity_cell(r),
+                (r.deployment or {}).get("proxy") or "none",
+                " → ".join(f.get("order") or []),
+                ", ".join(f"{num(n)} {t}" for t, n in (f.get("settled") or {}).items()),
+                f"{num(lost.get('p50'), 1)} / {num(lost.get('p99'), 1)} / {num(lost.get('max'), 1)}",
+                f"{num(first.get('p50'), 1)} / {num(first.get('p99'), 1)}"
+                f" / {num(first.get('max'), 1)}",
+                f"{num(r.deliveries.lost)} / {num(r.deliveries.duplicated)}",
+                reasons or "-",
+                warnings_cell(r),
+            ]
+        )
+    return Table(
+        ["server", "valid", "proxy", "order tried", "settled on", "lost to failed steps ms p50 / p99 / max",
+         "first message ms p50 / p99 / max", "lost / duplicated", "why steps failed", "warnings"],
+        rows,
+        align="llll" + "l" + "r" * 3 + "ll",
+        note="Lost to failed steps: per user, from the first attempt to the start of the step that"
+        " settled (a refused handshake fails at once; a step that hangs lasts its time limit)."
+        " First message: from the first attempt to the first message delivered on the settled"
+        " transport (the user's own user_joined, or a chat message). Both are timed while the"
+        " users ramp up, so they include the load generator's own work then.",
+        invalid_rows={i for i, r in enumerate(results) if not r.valid},
+    )  # fmt: skip
+
+
 def survivors_cells(survivors: dict[str, Any] | None) -> list[str]:
     """'before / during' for p50 and p99, the storm's delivery count beside the p99."""
     if not survivors:
