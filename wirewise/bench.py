@@ -27,6 +27,7 @@ from typing import Any
 import wirewise.scenarios
 from wirewise.clients.base import SOURCES_ENV
 from wirewise.faults import FAULT_SETTINGS, ClusterServer, Failover, Faults, Rolling
+from wirewise.netpath import ConditionedServer, NetworkPath
 from wirewise.plan import (
     ROOT,
     Plan,
@@ -301,9 +302,9 @@ def run_one(
     options, planned = headroom.plan(run, options, users)
     faulty = run.scenario in KILLING
     deployed = deployment(plan, run)
-    if faulty or deployed["instances"] > 1 or deployed.get("proxy"):
+    if faulty or deployed["instances"] > 1 or deployed.get("proxy") or run.network:
         shared = None  # this run kills its server, runs several, or puts nginx in front
-    server: Server | ClusterServer | ProxiedServer
+    server: Server | ClusterServer | ProxiedServer | ConditionedServer
     faults: Faults | Failover | None = None
     if run.scenario in ("failover", "rolling"):
         server = ClusterServer.start(
@@ -325,6 +326,18 @@ def run_one(
             run.backend, directory / "server.log", plan.poll_interval, host=plan.server_host
         )
         server = ProxiedServer.start(alone, deployed["proxy"])
+    elif run.network is not None:
+        path = NetworkPath(run.network.conditions, relay_cpus=cores()[0], always_relay=True)
+        server = ConditionedServer.start(
+            lambda where: start_server(
+                run.backend,
+                directory / "server.log",
+                plan.poll_interval,
+                host=where.server_host,
+                prefix=where.exec_prefix,
+            ),
+            path,
+        )
     else:
         server = shared or start_server(
             run.backend,
@@ -345,7 +358,7 @@ def run_one(
     if isinstance(server, ClusterServer):
         # A failover's figures are one survivor's (the killed one would drop out of a sum).
         instances, parts = (None if faulty else server.instance_pids), server.parts
-    elif isinstance(server, ProxiedServer):
+    elif isinstance(server, (ProxiedServer, ConditionedServer)):
         parts = server.parts
     sampler = Sampler(
         server.pid,
@@ -439,6 +452,7 @@ def run_one(
         "traffic_measured": counter is not None,
         "sampler_errors": sampler.errors[:20],
         "injected": faults.report() if faults is not None else None,
+        "network": server.path.record() if isinstance(server, ConditionedServer) else None,
     }
     (directory / "run.json").write_text(json.dumps(record, indent=1) + "\n")
     return directory
@@ -529,6 +543,7 @@ def run_bench(
                 and run.scenario not in KILLING
                 and deployment(plan, run)["instances"] == 1
                 and not plan.proxy
+                and run.network is None
             ):
                 # --quick keeps one server per backend (startup is much of a quick run); a
                 # full bench gives every run a fresh server.

@@ -348,6 +348,34 @@ def bench(
             " nginx-tuned | no-upgrade (h2 and the tcp floor are left out)."
         ),
     ] = None,
+    rtt: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Round-trip time added between Locust and the server, ms (repeatable: one run"
+            " each; through a relay, which every --rtt/--loss run passes, 0 included)."
+        ),
+    ] = None,
+    jitter: Annotated[
+        float, typer.Option(help="With --rtt: each direction's delay varies by up to this, ms.")
+    ] = 0.0,
+    loss: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Packets dropped each way, percent (repeatable; needs root: a network"
+            " namespace and iptables)."
+        ),
+    ] = None,
+    bandwidth: Annotated[
+        float | None,
+        typer.Option(help="Link rate each way, kbit/s (needs root: tbf in a namespace)."),
+    ] = None,
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A named profile instead: lan | wifi | 4g | 3g | lossy (repeatable; sources"
+            " in the README)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("results"),
 ) -> None:
     """Measure: every scenario x transport, each backend alone on one core, Locust on the other."""
@@ -378,6 +406,7 @@ def bench(
             worker_wait,
             server_host,
             proxy,
+            network_plan(network, rtt, loss, jitter, bandwidth),
         ),
     )
     console = wide_console()
@@ -406,6 +435,34 @@ class Scale:
     worker_wait: float = 300.0
     server_host: str = "127.0.0.1"
     proxy: str | None = None
+    networks: tuple[Any, ...] = ()
+    """wirewise.plan.Network, each scenario x backend run under each."""
+
+    def check_networks(self, instances: int, scenarios: tuple[str, ...]) -> None:
+        from wirewise.netpath import NeedsRoot, missing_programs, require_root
+        from wirewise.plan import NETWORKED
+
+        if not self.networks:
+            return
+        if self.proxy is not None or instances > 1 or self.remote_workers:
+            raise typer.BadParameter(
+                "network conditions stand between this machine's Locust and one server: not"
+                " with --proxy, --instances or --remote-workers"
+            )
+        if other := [s for s in scenarios if s not in NETWORKED]:
+            raise typer.BadParameter(
+                f"network conditions apply to {', '.join(NETWORKED)}, not {', '.join(other)}"
+            )
+        for net in self.networks:
+            try:
+                require_root(net.conditions)
+            except NeedsRoot as exc:
+                raise typer.BadParameter(str(exc)) from None
+            if net.conditions.needs_namespace and (missing := missing_programs()):
+                raise typer.BadParameter(
+                    f"loss and bandwidth need {', '.join(missing)} (Debian: apt install iproute2"
+                    " iptables procps)"
+                )
 
     def check(self, instances: int, balancer: str, processes: int) -> None:
         if self.proxy is not None:
@@ -435,6 +492,22 @@ class Scale:
             raise typer.BadParameter("--processes 0 needs --remote-workers (someone must load)")
         if not (self.worker_wait > 0 and math.isfinite(self.worker_wait)):
             raise typer.BadParameter(f"--worker-wait must be positive, not {self.worker_wait}")
+
+
+def network_plan(
+    profiles: list[str] | None,
+    rtts: list[float] | None,
+    losses: list[float] | None,
+    jitter: float,
+    bandwidth: float | None,
+) -> tuple[Any, ...]:
+    """The bench's network conditions from its options (a clear error for a bad one)."""
+    from wirewise.plan import networks
+
+    try:
+        return networks(profiles, rtts, losses, jitter, bandwidth)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def make_plan(
@@ -467,6 +540,7 @@ def make_plan(
         raise typer.BadParameter(f"--balancer takes {' | '.join(BALANCERS)}, not {balancer!r}")
     scale = scale or Scale()
     scale.check(instances, balancer, processes)
+    scale.check_networks(instances, chosen)
     wanted = transport or list(TRANSPORTS)
     if set(wanted) - set(TRANSPORTS):
         raise typer.BadParameter(f"unknown transport in {wanted}; one of {', '.join(TRANSPORTS)}")
@@ -501,6 +575,7 @@ def make_plan(
         worker_wait=scale.worker_wait,
         server_host=scale.server_host,
         proxy=scale.proxy,
+        networks=scale.networks,
         out=out.resolve(),
     )
 

@@ -51,7 +51,9 @@ def results_table(summary: Summary, title: str = "") -> Table:
         wire = result.bytes_per_message
         table.add_row(
             result.scenario,
-            result.label + (f" ({result.variant})" if result.variant else ""),
+            result.label
+            + (f" ({result.variant})" if result.variant else "")
+            + (f" {result.network}" if result.network else ""),
             fmt(latency.p50, digits=2),
             fmt(latency.p99, digits=2),
             fmt(latency.count),

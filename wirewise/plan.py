@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from wirewise.netpath import PROFILES as NETWORK_PROFILES
+from wirewise.netpath import Conditions
 from wirewise.proxies import NOT_PROXIED
 from wirewise.registry import BACKENDS, KILLING, Backend
 from wirewise.results import VARIANTS
@@ -23,10 +25,12 @@ from wirewise.scenarios._options import ScenarioOptions
 
 __all__ = [
     "FULL",
+    "NETWORKED",
     "QUICK",
     "QUICK_SCENARIOS",
     "SCENARIOS",
     "VARIANTS",
+    "Network",
     "Plan",
     "Run",
     "deployment",
@@ -85,6 +89,58 @@ DEFAULT_PAYLOAD = 100
 """Characters of message text where the scenario's preset names none (game's says 50)."""
 
 
+NETWORKED = ("chat", "broadcast", "game", "fallback")
+"""Scenarios that run under network conditions: one window of deliveries each. idle and
+saturate would measure the relay's own capacity; a kill is not a network condition."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """Conditions between the load generator and the server, under a name the results use."""
+
+    name: str
+    conditions: Conditions
+    source: str | None = None
+    """Where a named profile's figures come from (wirewise/netpath.py)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.conditions.as_dict(), "source": self.source}
+
+
+def networks(
+    profiles: list[str] | None,
+    rtts: list[float] | None,
+    losses: list[float] | None,
+    jitter: float = 0.0,
+    bandwidth: float | None = None,
+) -> tuple[Network, ...]:
+    """``--network`` profiles, or every ``--rtt`` with every ``--loss`` (one run each, with the
+    same jitter and bandwidth); empty when none is asked for. Raises ValueError for a bad one."""
+    if profiles:
+        unknown = [p for p in profiles if p not in NETWORK_PROFILES]
+        if unknown or rtts or losses or jitter or bandwidth:
+            raise ValueError(
+                f"--network takes {', '.join(NETWORK_PROFILES)}, alone (not {', '.join(unknown)})"
+                if unknown
+                else "--network names whole profiles: leave out --rtt, --loss, --jitter, --bandwidth"
+            )
+        return tuple(
+            Network(p, NETWORK_PROFILES[p].conditions, NETWORK_PROFILES[p].source)
+            for p in dict.fromkeys(profiles)
+        )
+    if not (rtts or losses or jitter or bandwidth):
+        return ()
+    found = []
+    for rtt in dict.fromkeys(rtts or [0.0]):
+        for loss in dict.fromkeys(losses or [0.0]):
+            conditions = Conditions(rtt, jitter, loss, bandwidth)
+            name = f"rtt{rtt:g}" + (f"-loss{loss:g}" if loss else "")
+            name += f"-jitter{jitter:g}" if jitter else ""
+            name += f"-{bandwidth:g}kbit" if bandwidth else ""
+            found.append(Network(name, conditions))
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one ``wirewise bench`` invocation runs; every field lands in the results."""
@@ -124,6 +180,9 @@ class Plan:
     that the extra hop (balancer, Redis) is measured in the same run."""
     proxy: str | None = None
     """An nginx profile between the load generator and one server (wirewise/proxies.py)."""
+    networks: tuple[Network, ...] = ()
+    """Network conditions (wirewise/netpath.py): each scenario x backend runs once under each,
+    interleaved; empty: loopback, nothing in between."""
     generator_limit: float = 70.0
     """Most load-generator CPU percent a run is planned for (the bench scales rates to it)."""
     out: Path = ROOT / "results"
@@ -151,6 +210,7 @@ class Plan:
             "sticky": self.sticky if self.instances > 1 else None,
             "baseline": self.baseline,
             "proxy": self.proxy,
+            "networks": [n.as_json() for n in self.networks],
             "generator_limit": self.generator_limit,
             "overrides": self.overrides,
         }
@@ -165,12 +225,16 @@ class Run:
     repeat: int
     variant: str = ""
     """Empty (the plan's deployment), "sticky" or "single" (see :data:`VARIANTS`)."""
+    network: Network | None = None
+    """The network conditions it runs under (None: loopback, nothing in between)."""
 
     @property
     def name(self) -> str:
-        """The run's directory: ``chat-ws-websockets-r1``, ``chat-sse-single-r2``."""
+        """The run's directory: ``chat-ws-websockets-r1``, ``chat-sse-single-r2``,
+        ``chat-sse-rtt100-r1``."""
         variant = f"-{self.variant}" if self.variant else ""
-        return f"{self.scenario}-{self.backend.slug}{variant}-r{self.repeat}"
+        network = f"-{self.network.name}" if self.network else ""
+        return f"{self.scenario}-{self.backend.slug}{variant}{network}-r{self.repeat}"
 
 
 CLUSTERED = ("failover", "rolling")
@@ -201,7 +265,8 @@ def deployment(plan: Plan, run: Run) -> dict[str, Any]:
     if run.variant == "single" or run.scenario == "faults" or alone:
         proxied = alone and not killing and run.variant != "single"
         return {"variant": run.variant, "instances": 1, "balancer": None, "broker": "memory",
-                "sticky": False, "proxy": plan.proxy if proxied else None}  # fmt: skip
+                "sticky": False, "proxy": plan.proxy if proxied else None,
+                "network": run.network.as_json() if run.network else None}  # fmt: skip
     return {
         "variant": run.variant,
         "instances": 3 if clustered else plan.instances,
@@ -215,11 +280,12 @@ def plan_runs(plan: Plan) -> list[Run]:
     """Every run, scenario by scenario, repeats interleaved across backends (and each
     backend's deployments one after the other)."""
     return [
-        Run(scenario, backend, repeat, variant)
+        Run(scenario, backend, repeat, variant, network)
         for scenario in plan.scenarios
         for repeat in range(1, plan.repeat + 1)
         for backend in plan.backends
         for variant in variants(plan, scenario)
+        for network in plan.networks or (None,)
         if not (scenario in KILLING and backend.transport in NO_FAULTS)
         and not (scenario == "saturate" and backend.transport in NO_SATURATE)
         and not (plan.proxy and backend.transport in NOT_PROXIED)

@@ -123,10 +123,13 @@ def start_server(
     extra: tuple[str, ...] = (),
     port: int = 0,
     host: str = "127.0.0.1",
+    prefix: tuple[str, ...] = (),
 ) -> Server:
-    """Start ``wirewise serve`` for ``backend`` on its core; returns once it listens."""
+    """Start ``wirewise serve`` for ``backend`` on its core; returns once it listens.
+    ``prefix`` runs it through a program that execs it (``ip netns exec NAME``: same pid)."""
     server_cores, _ = cores()
     argv = [
+        *prefix,
         sys.executable,
         "-m",
         "wirewise",

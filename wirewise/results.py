@@ -239,6 +239,9 @@ class Repeat:
     faults: dict[str, Any] | None = None
     fallback: dict[str, Any] | None = None
     """The fallback scenario: what the negotiations settled on and cost."""
+    path: dict[str, Any] | None = None
+    """Under network conditions: what was measured on the path (added RTT, the relay's
+    overhead and CPU)."""
     validity: Validity = field(default_factory=Validity)
     warnings: list[str] = field(default_factory=list)
 
@@ -283,6 +286,9 @@ class Result:
     faults: dict[str, Any] | None = None
     fallback: dict[str, Any] | None = None
     """The fallback scenario: what the negotiations settled on and cost."""
+    path: dict[str, Any] | None = None
+    """Under network conditions: what was measured on the path (added RTT, the relay's
+    overhead and CPU)."""
     validity: Validity = field(default_factory=Validity)
     warnings: list[str] = field(default_factory=list)
     deployment: dict[str, Any] | None = None
@@ -296,6 +302,16 @@ class Result:
     def variant(self) -> str:
         """Empty for the run's own deployment; "sticky" or "single" for one compared with it."""
         return str((self.deployment or {}).get("variant") or "")
+
+    @property
+    def network(self) -> str:
+        """The network conditions' name (``rtt100``, ``3g``); empty: loopback, nothing added."""
+        return str(((self.deployment or {}).get("network") or {}).get("name") or "")
+
+    @property
+    def conditions(self) -> dict[str, Any]:
+        """rtt_ms, jitter_ms, loss_pct, bandwidth_kbit as run (empty: none)."""
+        return dict((self.deployment or {}).get("network") or {})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

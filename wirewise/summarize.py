@@ -283,6 +283,7 @@ def summarize_repeat(directory: Path) -> tuple[dict[str, Any], Repeat, dict[str,
     if raw.scenario.get("payload_bytes"):
         parameters["payload_bytes"] = raw.scenario["payload_bytes"]  # what was really sent
     repeat.window = raw.scenario["window"]
+    repeat.path = path_of(run.get("network"))
     repeat.settle = raw.scenario.get("settle", {})
     repeat.drain = raw.scenario.get("drain", {})
     repeat.stopped_by = raw.scenario.get("stopped_by")
@@ -299,6 +300,23 @@ def summarize_repeat(directory: Path) -> tuple[dict[str, Any], Repeat, dict[str,
     _process_warnings(raw, repeat)
     judge(raw, repeat)
     return run, repeat, arrays
+
+
+def path_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The figures a network run's path was measured at (wirewise/netpath.py's record)."""
+    if not record:
+        return None
+    measured = record.get("measured") or {}
+    stats_ = (record.get("delay") or {}).get("stats") or {}
+    return {
+        "added_rtt_ms": measured.get("added_rtt_ms"),
+        "expected_rtt_ms": measured.get("expected_rtt_ms"),
+        "relay_overhead_ms": measured.get("relay_overhead_ms"),
+        "first_exchange_ms": (measured.get("through_path") or {}).get("first_exchange_ms"),
+        "skipped": measured.get("skipped"),
+        "relay_cpu_s": stats_.get("cpu_seconds"),
+        "namespace": record.get("namespace"),
+    }
 
 
 def measured_end(raw: RawRun) -> float:
@@ -854,19 +872,22 @@ def summarize_run(run_dir: Path, write: bool = True) -> Summary:
     """Every repeat of every scenario x backend in ``run_dir``, summarised; writes
     ``summary.json`` unless ``write`` is False."""
     metadata = json.loads((run_dir / "metadata.json").read_text())
-    groups: dict[tuple[str, str, str], list[tuple[dict[str, Any], Repeat, dict[str, Any]]]] = {}
+    groups: dict[tuple[str, ...], list[tuple[dict[str, Any], Repeat, dict[str, Any]]]] = {}
     for directory in sorted(p.parent for p in run_dir.glob("*/run.json")):
         run, repeat, arrays = summarize_repeat(directory)
-        variant = (run.get("deployment") or {}).get("variant", "")
-        key = (run["scenario"], run["label"], variant)
+        deployed = run.get("deployment") or {}
+        network = (deployed.get("network") or {}).get("name", "")
+        key = (run["scenario"], run["label"], deployed.get("variant", ""), network)
         groups.setdefault(key, []).append((run, repeat, arrays))
     results = [aggregate(items) for items in groups.values()]
     labels = [b.label for b in BACKENDS]
+    network_order = [n["name"] for n in metadata.get("plan", {}).get("networks") or []]
     results.sort(
         key=lambda r: (
             SCENARIO_ORDER.index(r.scenario) if r.scenario in SCENARIO_ORDER else 99,
             labels.index(r.label) if r.label in labels else 99,
             VARIANTS.index(r.variant) if r.variant in VARIANTS else 99,
+            network_order.index(r.network) if r.network in network_order else 99,
         )
     )
     summary = Summary(metadata=metadata, results=results)
@@ -927,6 +948,7 @@ def aggregate(items: list[tuple[dict[str, Any], Repeat, dict[str, Any]]]) -> Res
         }
     result.faults = repeats[0].faults
     result.fallback = repeats[0].fallback
+    result.path = repeats[0].path
     several = len(repeats) > 1
     for r in repeats:
         prefix = f"repeat {r.repeat}: " if several else ""

@@ -47,16 +47,22 @@ def build_report(run_dir: Path, out_dir: Path, reference: Path | None = None) ->
     loaded = load_summary(source)
     # the run's own deployment everywhere; the ones compared with it (--baseline, --sticky
     # both) only in their own table, never mistaken for another backend's figures
-    summary = replace(loaded, results=[r for r in loaded.results if not r.variant])
-    compared = [r for r in loaded.results if r.variant]
+    summary = replace(
+        loaded, results=[r for r in loaded.results if not r.variant and not r.network]
+    )
+    compared = [r for r in loaded.results if r.variant and not r.network]
+    # network conditions have their own section: each transport under each condition
+    networked = [r for r in loaded.results if r.network]
     out_dir = Path(out_dir)
     charts_dir = out_dir / "charts"
     charts_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(summary, run_dir, charts_dir)
-    draw_charts(ctx)
+    draw_charts(ctx, networked)
     against = load_summary(reference) if reference is not None else None
     named = f"run {Path(reference).name}" if reference is not None else ""
-    blocks = document(summary, run_dir, ctx.charts, ctx.skipped, against, named, compared)
+    blocks = document(
+        summary, run_dir, ctx.charts, ctx.skipped, against, named, compared, networked
+    )
     markdown = out_dir / "report.md"
     markdown.write_text(render_markdown(blocks, out_dir), encoding="utf-8")
     page = out_dir / "report.html"

@@ -15,6 +15,7 @@ from wirewise.report.conditions import (
     workload,
 )
 from wirewise.report.deployments import deployment_blocks
+from wirewise.report.network import network_blocks
 from wirewise.report.scaleout import scaleout_blocks
 from wirewise.report.select import of, poll_results, scenarios_in, valid
 from wirewise.report.tables import (
@@ -44,6 +45,7 @@ def document(
     reference: Summary | None = None,
     reference_source: str = "",
     compared: list[Result] | None = None,
+    networked: list[Result] | None = None,
 ) -> list[Block]:
     """``reference``: a single-process run whose decide estimates a scale-out run is read
     against; ``compared``: the same scenarios on other deployments in this run."""
@@ -97,7 +99,8 @@ def document(
             blocks.append(latency_table(results))
             blocks += invalid_list(results)
             blocks += figures.place(f"latency-{scenario}", f"cdf-{scenario}")
-    if not summary.results:
+    blocks += network_blocks(networked or [], figures)
+    if not summary.results and not networked:
         blocks.append(Para("This run holds no results."))
     costs = cost_table(summary)
     if costs.rows:

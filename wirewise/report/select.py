@@ -65,7 +65,8 @@ def run_label(result: Result) -> str:
     """``chat/ws``: the scenario and label every quoted figure is tied to (``chat/ws
     (single)`` for a deployment compared with the run's own)."""
     variant = f" ({result.variant})" if result.variant else ""
-    return f"{result.scenario}/{result.label}{variant}"
+    network = f" at {result.network}" if result.network else ""
+    return f"{result.scenario}/{result.label}{variant}{network}"
 
 
 def first_reason(result: Result) -> str:
@@ -148,3 +149,14 @@ def labelled_warnings(results: Iterable[Result]) -> list[tuple[str, str]]:
     """``(run, warning)`` for every warning, in result order: what :func:`.text.group_warnings`
     groups for the report and the console alike."""
     return [(run_label(r), warning) for r in results for warning in r.warnings]
+
+
+def conditions(result: Result) -> tuple[float, float, float, float | None]:
+    """(rtt ms, loss %, jitter ms, bandwidth kbit/s or None) a result ran under."""
+    c = result.conditions
+    return (
+        float(c.get("rtt_ms") or 0.0),
+        float(c.get("loss_pct") or 0.0),
+        float(c.get("jitter_ms") or 0.0),
+        c.get("bandwidth_kbit"),
+    )

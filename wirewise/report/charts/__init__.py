@@ -11,22 +11,30 @@ from wirewise.report.charts.cost import chart_bytes, chart_cpu
 from wirewise.report.charts.failover import chart_failover
 from wirewise.report.charts.latency import chart_cdf, chart_latency
 from wirewise.report.charts.memory import chart_memory, chart_memory_fit
+from wirewise.report.charts.network import chart_network_loss, chart_network_rtt
 from wirewise.report.charts.polling import chart_polling
 from wirewise.report.charts.saturate import chart_saturate
 from wirewise.report.select import LATENCY_SCENARIOS, of, scenarios_in
+from wirewise.results import Result
 
 
-def draw_charts(ctx: Context) -> None:
+def draw_charts(ctx: Context, networked: list[Result] | None = None) -> None:
     """Draw every chart the run has data for into ``ctx.charts``; the rest are named in
-    ``ctx.skipped`` (absent latency scenarios first, then each chart's own reason)."""
+    ``ctx.skipped`` (absent latency scenarios first, then each chart's own reason).
+    ``networked``: results under network conditions, drawn against RTT and loss."""
     present = scenarios_in(ctx.summary)
-    for scenario in LATENCY_SCENARIOS:
-        if scenario not in present:
-            ctx.skipped.append(f"Latency, {scenario}: no {scenario} result in this run.")
+    if ctx.summary.results or not networked:
+        for scenario in LATENCY_SCENARIOS:
+            if scenario not in present:
+                ctx.skipped.append(f"Latency, {scenario}: no {scenario} result in this run.")
     with matplotlib.rc_context(RC):
         for chart in each_chart(ctx, present):
             if chart is not None:
                 ctx.charts[chart.name] = chart
+        if networked:
+            for chart in (chart_network_rtt(ctx, networked), chart_network_loss(ctx, networked)):
+                if chart is not None:
+                    ctx.charts[chart.name] = chart
 
 
 def each_chart(ctx: Context, present: list[str]) -> Iterator[Chart | None]:
