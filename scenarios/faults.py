@@ -365,11 +365,13 @@ def storms(restart: dict[str, Any]) -> list[tuple[float, float]]:
 
 def survivors_latency(restart: dict[str, Any]) -> dict[str, Any]:
     """Delivery latency of the clients the kill did not touch (no session reopened in the
-    storm), during each storm and before the first kill, from the same run: what a failover
-    costs the users who stayed put. Timed from each message's schedule, so a moved sender's
-    late messages count against the survivors who received them, as a user would see it."""
+    storm): before the first kill (the slow reader's flood included), during each storm, and
+    after the last storm to the window's end (calm: the baseline), from the same run; what a
+    failover costs the users who stayed put. Timed from each message's schedule, so a moved
+    sender's late messages count against the survivors who received them, as a user sees it."""
     spans = storms(restart)
-    before, during = Histogram(), Histogram()
+    window_end = (RECORDER.window or (0, 0))[1] / 1e6
+    before, during, after = Histogram(), Histogram(), Histogram()
     survivors: set[int] = set()
     for index, receiver in enumerate(LEDGER.receivers):
         moved = [any(k <= t <= end for t in receiver.sessions) for k, end in spans]
@@ -378,16 +380,21 @@ def survivors_latency(restart: dict[str, Any]) -> dict[str, Any]:
         for arrived, latency_us in receiver.arrivals:
             if arrived < spans[0][0]:
                 before.record(latency_us)
-                continue
-            for (kill, end), away in zip(spans, moved, strict=True):
-                if not away and kill <= arrived <= end:
-                    during.record(latency_us)
-                    break
+            elif arrived > spans[-1][1]:
+                if not moved[-1] and arrived <= window_end:
+                    after.record(latency_us)
+            else:
+                for (kill, end), away in zip(spans, moved, strict=True):
+                    if not away and kill <= arrived <= end:
+                        during.record(latency_us)
+                        break
     return {
         "storms_s": [[round(k, 6), round(end - k, 3)] for k, end in spans],
         "receivers": len(survivors),
         "before": before.encode(),
         "during": during.encode(),
+        "after": after.encode(),
+        "after_s": round(max(0.0, window_end - spans[-1][1]), 3),
     }
 
 

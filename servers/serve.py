@@ -27,11 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.types import ASGIApp
+
 from wirewise.registry import SERVERS, TRANSPORTS, ready_line
 from wirewise.servers.app import build_app
 from wirewise.servers.config import Settings
 from wirewise.servers.context import Context, make_context
 from wirewise.servers.core import ChatCore
+
+Wrap = Callable[[ASGIApp], ASGIApp]
+"""An ASGI layer around the application (see :func:`serve`)."""
 
 BACKLOG = 2048
 
@@ -108,9 +113,14 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 def serve(
-    plan: ServerPlan, settings: Settings, announce: Callable[[str], None] | None = None
+    plan: ServerPlan,
+    settings: Settings,
+    announce: Callable[[str], None] | None = None,
+    wrap: Wrap | None = None,
 ) -> None:
-    """Serve until SIGTERM / SIGINT. ``announce`` gets the line that says where we listen."""
+    """Serve until SIGTERM / SIGINT. ``announce`` gets the line that says where we listen;
+    ``wrap`` puts an ASGI layer around the application (``wirewise demo``: its page, and a
+    button that drops a page's connections), for the HTTP servers."""
     check_plan(plan)
     sock = bind(plan.host, plan.port, plan.reuse_port)
     certfile, keyfile = plan.certfile, plan.keyfile
@@ -144,7 +154,7 @@ def serve(
     try:
         if broker is not None:
             loop.run_until_complete(broker.start())  # the rooms loaded before we listen
-        loop.run_until_complete(_serve(plan, ctx, sock, certfile, keyfile, ready))
+        loop.run_until_complete(_serve(plan, ctx, sock, certfile, keyfile, ready, wrap))
         if broker is not None:
             loop.run_until_complete(broker.close())
     finally:
@@ -162,16 +172,18 @@ async def _serve(
     certfile: Path | None,
     keyfile: Path | None,
     ready: Callable[[], None],
+    wrap: Wrap | None = None,
 ) -> None:
+    app = build_app(ctx) if wrap is None else wrap(build_app(ctx))
     if plan.server == "uvicorn":
-        await _uvicorn(ctx, sock, ready)
+        await _uvicorn(ctx, sock, ready, app)
         return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if plan.server == "hypercorn":
-        await _hypercorn(ctx, sock, stop, certfile, keyfile, ready)
+        await _hypercorn(ctx, sock, stop, certfile, keyfile, ready, app)
     elif plan.server == "websockets":
         from wirewise.servers import ws_websockets
 
@@ -184,7 +196,9 @@ async def _serve(
         await tcp.run(ctx, sock, stop)
 
 
-async def _uvicorn(ctx: Context, sock: socket.socket, ready: Callable[[], None]) -> None:
+async def _uvicorn(
+    ctx: Context, sock: socket.socket, ready: Callable[[], None], app: ASGIApp
+) -> None:
     import uvicorn
 
     from wirewise.servers.limits import header_deadline
@@ -213,7 +227,7 @@ async def _uvicorn(ctx: Context, sock: socket.socket, ready: Callable[[], None])
             self._captured_signals.clear()
 
     config = uvicorn.Config(
-        build_app(ctx),
+        app,
         http=header_deadline(settings.header_timeout),
         ws="websockets-sansio",
         ws_max_size=settings.max_frame,
@@ -238,6 +252,7 @@ async def _hypercorn(
     certfile: Path | None,
     keyfile: Path | None,
     ready: Callable[[], None],
+    app: ASGIApp,
 ) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
 
@@ -255,7 +270,7 @@ async def _hypercorn(
 
     loop = asyncio.get_running_loop()
     loop.call_soon(ready)
-    await hypercorn_serve(build_app(ctx), config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+    await hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
 
 
 def _end_streams(core: ChatCore) -> None:

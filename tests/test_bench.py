@@ -165,7 +165,7 @@ def test_deployments_interleave_and_a_kill_has_no_single_process_baseline() -> N
     run = plan_runs(plan)[2]
     assert deployment(plan, run) == {
         "variant": "single", "instances": 1, "balancer": None, "broker": "memory",
-        "sticky": False, "proxy": None,
+        "sticky": False, "proxy": None, "network": None,
     }  # fmt: skip
     assert deployment(plan, plan_runs(plan)[1])["sticky"] is True
     assert [r.name for r in plan_runs(Plan(scenarios=("chat",), backends=(sse,)))] == [
@@ -583,6 +583,7 @@ def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
     assert 0 < survivors["receivers"] <= faults["clients"] - faults["moved"]
     assert 0 < survivors["storm_s"] <= faults["reconnect_ms"]["max"] / 1000 + 0.01
     assert survivors["before_ms"]["count"] > 0 and survivors["during_ms"]["count"] > 0
+    assert survivors["after_ms"]["count"] > 0 and survivors["after_s"] > 0
     assert 0 < survivors["during_ms"]["p50"] <= survivors["during_ms"]["max"]
     out = tmp_path / "report"
     assert main(["report", str(run), "--out", str(out)]) == 0
@@ -590,7 +591,7 @@ def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
     assert "## Failover (scenario: failover)" in text
     assert "![Failover timeline](charts/failover-timeline.png)" in text
     assert (out / "charts" / "failover-timeline.png").stat().st_size > 10_000
-    assert "survivors p50 ms before / in storm" in text
+    assert "survivors p50 ms before / in storm / after" in text
     assert f"({survivors['during_ms']['count']:,} in " in text
 
 
@@ -616,6 +617,71 @@ def test_fallback_behind_a_proxy_that_strips_upgrade_settles_on_sse(tmp_path: Pa
     text = (out / "report.md").read_text()
     assert "## Fallback (scenario: fallback)" in text
     assert "| ws | yes | no-upgrade | ws → sse → longpoll → poll | 20 sse |" in text
+
+
+def test_network_conditions_each_get_a_run_beside_the_same_path_with_nothing_added() -> None:
+    from wirewise.plan import networks
+
+    asked = networks(None, [100.0, 300.0], [0.0, 1.0])
+    assert [n.name for n in asked] == [
+        "rtt0", "rtt100", "rtt100-loss1", "rtt300", "rtt300-loss1"
+    ]  # fmt: skip
+    assert asked[0].conditions.none and asked[2].conditions.loss_pct == 1.0
+    assert [n.name for n in networks(["3g", "lan"], None, None)] == ["rtt0", "3g", "lan"]
+    assert networks(None, None, None) == ()
+    for bad in ((["5g"], None, None), (["3g"], [100.0], None)):
+        with pytest.raises(ValueError, match="--network"):
+            networks(*bad)
+    with pytest.raises(ValueError, match="jitter"):
+        networks(None, [10.0], None, jitter=20.0)
+
+
+def test_a_bench_under_an_added_rtt_checks_the_predictions(tmp_path: Path) -> None:
+    """chat on sse and short polling at rtt 0 and 100 ms through the relay (~40 s): the path
+    is measured, each transport pays what theory says, and the report shows it."""
+    argv = ["bench", "--scenario", "chat", "--quick", "--rtt", "100", "--out", str(tmp_path)]
+    assert main([*argv, "--transport", "sse", "--transport", "poll"]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = read_summary(run)
+    rows = {(r["label"], r["deployment"]["network"]["name"]): r for r in summary["results"]}
+    assert sorted(rows) == [
+        ("poll", "rtt0"),
+        ("poll", "rtt100"),
+        ("sse", "rtt0"),
+        ("sse", "rtt100"),
+    ]
+    assert all(r["validity"]["valid"] for r in rows.values()), [
+        r["validity"] for r in rows.values()
+    ]
+    path = rows["sse", "rtt100"]["path"]
+    assert 95 <= path["added_rtt_ms"] <= 110 and path["relay_cpu_s"] > 0
+    assert abs(rows["sse", "rtt0"]["path"]["added_rtt_ms"]) < 2, "the relay alone adds little"
+    sse = rows["sse", "rtt100"]["latency_ms"]["p50"] - rows["sse", "rtt0"]["latency_ms"]["p50"]
+    assert 85 <= sse <= 115, "a push delivery pays one RTT: its send up, its delivery down"
+    run_json = json.loads((run / "chat-sse-rtt100-r1" / "run.json").read_text())
+    assert run_json["network"]["delay"]["by"] == "wirewise.relay"
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Network conditions" in text and "### Predictions checked" in text
+    assert "| push p50 = floor + RTT | chat/sse at rtt100 |" in text
+    assert (out / "charts" / "network-rtt.png").stat().st_size > 10_000
+
+
+def test_loss_without_root_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """As an unprivileged user: a clear error, exit 2, no run directory; delay alone passes
+    the check (it needs no namespace)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("becoming an unprivileged user needs root and setpriv (util-linux)")
+    tmp_path.chmod(0o777)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    argv = [*nobody, sys.executable, "-m", "wirewise", "bench", "--scenario", "chat",
+            "--transport", "sse", "--out", str(tmp_path), "--loss", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, cwd="/")
+    assert done.returncode == 2, done.stderr
+    assert "loss and bandwidth need root" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
 
 
 def test_a_saturate_step_whose_publisher_lagged_did_not_hold() -> None:

@@ -495,9 +495,9 @@ def headline(run: Run, repeat: Repeat) -> str:
     if run.scenario in KILLING and repeat.faults:
         back = repeat.faults["reconnect_ms"]
         line = f"reconnect p50 {back['p50']} ms, lost {repeat.deliveries.lost}"
-        if survivors := repeat.faults.get("survivors"):
-            before, during = survivors["before_ms"]["p99"], survivors["during_ms"]["p99"]
-            line += f", survivors p99 {before} ms before, {during} ms in the storm"
+        if (survivors := repeat.faults.get("survivors")) and survivors["during_ms"]["count"]:
+            during, after = survivors["during_ms"]["p99"], survivors["after_ms"]["p99"]
+            line += f", survivors p99 {during} ms in the storm, {after} ms after"
         return line
     if run.scenario == "fallback" and repeat.fallback:
         found = repeat.fallback

@@ -718,6 +718,26 @@ def write_report(
 
 
 @app.command()
+def demo(
+    port: Annotated[
+        int, typer.Option(help="Port (0 picks a free one; the line says which).")
+    ] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="HTTPS with a generated self-signed certificate (hypercorn): the browser then"
+            " speaks HTTP/2, which the page's HTTP/2 transport and six-stream experiment need."
+        ),
+    ] = False,
+) -> None:
+    """A page that chats over every transport in the browser, with what each costs."""
+    from wirewise.demo import run_demo
+
+    run_demo(host, port, tls, announce=lambda line: print(line, flush=True))
+
+
+@app.command()
 def compare(
     quick: Annotated[
         bool,
@@ -810,6 +830,24 @@ def decide(
             " and its sockets counted), reuseport or none (no process).",
         ),
     ] = "none",
+    rtt_ms: Annotated[
+        float,
+        typer.Option(
+            help="Round-trip time between the clients and the servers, ms: added to each p99"
+            " from the measured curves (bench --rtt), the formula without them."
+        ),
+    ] = 0.0,
+    loss: Annotated[
+        float, typer.Option(help="Packets lost each way, percent (as bench --loss).")
+    ] = 0.0,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            metavar="nginx-default|nginx-buffered|nginx-tuned|no-upgrade",
+            help="An HTTP proxy the clients pass (bench --proxy's profiles): all but"
+            " nginx-tuned drop the WebSocket upgrade.",
+        ),
+    ] = None,
     results: Annotated[
         Path | None,
         typer.Option(
@@ -832,6 +870,7 @@ def decide(
         WorkloadError,
         deployment_runs,
         measured_parts,
+        network_model,
         results_dirs,
     )
     from wirewise.decide import decide as run_decide
@@ -856,16 +895,29 @@ def decide(
         proxy_blocks_upgrade = proxy_blocks_upgrade or typer.confirm(
             "Does the clients' network block WebSocket upgrades?", default=False
         )
+    if proxy is not None:
+        from wirewise.proxies import PROFILES
+
+        if proxy not in PROFILES:
+            raise typer.BadParameter(f"--proxy takes {' | '.join(PROFILES)}, not {proxy!r}")
+        proxy_blocks_upgrade = proxy_blocks_upgrade or proxy != "nginx-tuned"
     try:
         workload = Workload(
-            *figures, payload_bytes, proxy_blocks_upgrade, instances=instances, balancer=balancer
+            *figures,
+            payload_bytes,
+            proxy_blocks_upgrade,
+            instances=instances,
+            balancer=balancer,
+            rtt_ms=rtt_ms,
+            loss_pct=loss,
         )
     except WorkloadError as exc:
-        flag = f"'--{exc.field.replace('_', '-')}'"
+        flag = f"'--{ {'loss_pct': 'loss'}.get(exc.field, exc.field).replace('_', '-') }'"
         raise typer.BadParameter(exc.message, param_hint=flag) from None
     run, summary = load_run(results, having="chat")
     parts = measured_parts(deployment_runs(results_dirs(run.parent)))
-    decision = run_decide(workload, summary, run.name, parts)
+    network = network_model(results_dirs(run.parent)) if rtt_ms or loss else None
+    decision = run_decide(workload, summary, run.name, parts, network)
     if json_out:
         # allow_nan=False: JSON has no NaN or Infinity; as_json has replaced any by null.
         typer.echo(json.dumps(decision.as_json(), indent=2, allow_nan=False))

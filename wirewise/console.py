@@ -104,6 +104,8 @@ def print_decision(decision: Any, console: Console | None = None) -> None:
         f"[bold]Workload:[/] {w.clients:,} clients, {w.push_rate:g} msg/s down and {w.send_rate:g} msg/s up each, "
         f"p99 <= {w.latency_ms:g} ms, {w.payload_bytes} B messages"
         + (", the upgrade is blocked" if w.proxy_blocks_upgrade else "")
+        + (f", RTT {w.rtt_ms:g} ms" if w.rtt_ms else "")
+        + (f", {w.loss_pct:g} % lost each way" if w.loss_pct else "")
     )
     if decision.recommendation:
         console.print(

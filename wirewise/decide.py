@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wirewise.network_model import NetworkModel
 from wirewise.registry import BACKENDS, FLOOR, backend
 from wirewise.results import Result, Summary, summaries
 
@@ -72,6 +73,7 @@ __all__ = [
     "fmt_bytes",
     "kernel_share",
     "measured_parts",
+    "network_model",
     "profiles",
     "results_dirs",
 ]
@@ -141,6 +143,10 @@ class Workload:
     """At least this many server processes (1: as many as the workload needs)."""
     balancer: str = "none"
     """In front of the instances: one of :data:`BALANCERS`."""
+    rtt_ms: float = 0.0
+    """The round-trip time between the clients and the servers."""
+    loss_pct: float = 0.0
+    """Packets lost each way, percent."""
 
     def __post_init__(self) -> None:
         for name, zero_allowed in (
@@ -150,6 +156,8 @@ class Workload:
             ("latency_ms", False),
             ("payload_bytes", False),
             ("instances", False),
+            ("rtt_ms", True),
+            ("loss_pct", True),
         ):
             check(
                 name,
@@ -157,6 +165,8 @@ class Workload:
                 zero_allowed,
                 integer=name in ("clients", "payload_bytes", "instances"),
             )
+        if self.loss_pct >= 100:
+            raise WorkloadError("loss_pct", f"must be below 100, not {self.loss_pct:g}")
         if self.balancer not in BALANCERS:
             raise WorkloadError(
                 "balancer", f"must be one of {', '.join(BALANCERS)}, not {self.balancer!r}"
@@ -454,6 +464,12 @@ def results_dirs(*first: Path) -> list[Path]:
     return found
 
 
+def network_model(bases: Iterable[Path]) -> NetworkModel:
+    """The newest measured curves of chat's p99 against RTT and loss (only files that mention
+    an RTT are parsed)."""
+    return NetworkModel.from_runs(summaries(bases, mentioning='"rtt_ms"'))
+
+
 def deployment_runs(bases: Iterable[Path]) -> list[tuple[str, Summary]]:
     """The runs that recorded the parts of a several-process deployment, newest first within
     each directory (run ids sort by time), named ``results/<run id>``. Only files that mention
@@ -555,6 +571,8 @@ class Estimate:
     requests_per_s: float | None = None
     """HTTP requests per second: polls, long polls re-asked, and sends made as POSTs."""
     per_server_deliveries_per_s: float | None = None
+    network_ms: float = 0.0
+    """What the clients' network (--rtt-ms, --loss) adds to the p99, already in ``p99_ms``."""
     extrapolated: bool = False
     """The per-server rate is beyond every valid measured point."""
     sources: dict[str, str] = field(default_factory=dict)
@@ -567,10 +585,18 @@ def estimate(
     profile: Profile,
     machine: Machine,
     parts: dict[str, PartFit] | None = None,
+    network: NetworkModel | None = None,
 ) -> Estimate:
     """``parts``: Redis and balancer fits (:func:`measured_parts`); a deployment that needs one
-    absent there gets no memory total, and its sources say what would measure it."""
+    absent there gets no memory total, and its sources say what would measure it. ``network``:
+    what an RTT and loss add to each p99 (measured curves; the formula without them)."""
     est = Estimate(connections=workload.clients)
+    added = (network or NetworkModel()).added_p99(
+        profile.label, profile.transport, workload.rtt_ms, workload.loss_pct
+    )
+    if added.ms or workload.rtt_ms or workload.loss_pct:
+        est.network_ms = added.ms
+        est.sources["network_ms"] = added.source
     poll = profile.transport == "poll"
     if poll:
         _poll_interval(workload, profile, est)
@@ -629,20 +655,22 @@ def _poll_interval(workload: Workload, profile: Profile, est: Estimate) -> None:
         )
         est.sources["p99_ms"] = profile.why_missing(*TIMED)
         return
-    target = POLL_MARGIN * workload.latency_ms - profile.poll_overhead_ms
+    target = POLL_MARGIN * workload.latency_ms - profile.poll_overhead_ms - est.network_ms
     if target <= 0:
+        network = f" and the network's {est.network_ms:,.1f} ms" if est.network_ms else ""
         est.problems.append(
             f"the {workload.latency_ms:g} ms needed is within short polling's measured overhead"
-            f" ({profile.poll_overhead_ms:,.1f} ms, {profile.poll_source}): no interval meets it"
+            f" ({profile.poll_overhead_ms:,.1f} ms, {profile.poll_source}){network}: no"
+            " interval meets it"
         )
         est.sources["p99_ms"] = profile.poll_source
         return
     interval = target / 990
     est.poll_interval_s = round(interval, 4)
-    est.p99_ms = round(990 * interval + profile.poll_overhead_ms, 1)
+    est.p99_ms = round(990 * interval + profile.poll_overhead_ms + est.network_ms, 1)
     est.sources["p99_ms"] = (
         f"modelled: 0.99 x the {interval:.3g} s interval + the overhead measured in"
-        f" {profile.poll_source}"
+        f" {profile.poll_source}" + _network_part(est)
     )
 
 
@@ -856,7 +884,7 @@ def _p99_and_servers(
         est.sources["p99_ms"] = why
         est.per_server_deliveries_per_s = round(deliveries / servers, 1)
         return
-    bound = workload.latency_ms
+    bound = workload.latency_ms - est.network_ms  # servers cannot take the network's share off
     rate = deliveries / servers
     point = nearest(profile.points, rate)
     if point.p99_ms > bound:
@@ -877,7 +905,7 @@ def _p99_and_servers(
                 est.servers, est.limit = n, "the p99"
                 break
     est.per_server_deliveries_per_s = round(rate, 1)
-    est.p99_ms = point.p99_ms
+    est.p99_ms = round(point.p99_ms + est.network_ms, 1)
     top = max(profile.points, key=lambda p: p.rate)
     est.extrapolated = rate > top.rate * EXTRAPOLATION
     est.sources["p99_ms"] = (
@@ -888,7 +916,15 @@ def _p99_and_servers(
             if est.extrapolated
             else ""
         )
+        + _network_part(est)
     )
+
+
+def _network_part(est: Estimate) -> str:
+    """The network's share of a p99, with its source (empty on a network adding nothing)."""
+    if "network_ms" not in est.sources:
+        return ""
+    return f"; + {est.network_ms:,.1f} ms for the network ({est.sources['network_ms']})"
 
 
 # -- ranking ---------------------------------------------------------------------------------
@@ -958,12 +994,16 @@ def decide(
     summary: Summary,
     source: str = "",
     parts: dict[str, PartFit] | None = None,
+    network: NetworkModel | None = None,
 ) -> Decision:
     """``parts``: what Redis and the balancers cost (:func:`measured_parts`); none given, a
-    deployment that needs them is left without a memory total."""
+    deployment that needs them is left without a memory total. ``network``: the measured
+    curves of latency against RTT and loss (:class:`NetworkModel`; the formula without)."""
     machine = Machine.of(summary)
     found = profiles(summary)
-    estimates = {label: estimate(workload, p, machine, parts) for label, p in found.items()}
+    estimates = {
+        label: estimate(workload, p, machine, parts, network) for label, p in found.items()
+    }
     judged = {label: judge(workload, found[label], estimates[label]) for label in found}
     ranking = rank(workload, judged, estimates)
     recommendation = ranking[0].transport if ranking and ranking[0].feasible else None

@@ -281,9 +281,57 @@ def proxy_runs(bases: Iterable[Path]) -> dict[str, tuple[str, Summary]]:
     found: dict[str, tuple[str, Summary]] = {}
     for name, summary in summaries(bases, mentioning='"proxy": "'):
         profile = (summary.metadata.get("plan") or {}).get("proxy")
-        if profile and profile not in found:
+        chat = any(r.scenario == "chat" for r in summary.results)
+        if profile and chat and profile not in found:
             found[profile] = (name, summary)
     return found
+
+
+def fallback_sentence(bases: Iterable[Path]) -> str | None:
+    """The newest fallback run's finding: what the users settled on and what it cost them."""
+    for name, summary in summaries(bases, mentioning='"fallback": {'):
+        for r in summary.results:
+            found = r.fallback
+            if r.scenario != "fallback" or r.variant or not r.valid or not found:
+                continue
+            lost, first = found["lost_ms"], found["first_message_ms"]
+            settled = ", ".join(f"{n:,} on {t}" for t, n in found["settled"].items())
+            proxy = (r.deployment or {}).get("proxy") or "no proxy"
+            return (
+                f"The fallback client ({name}, behind {proxy}, {found['clients']:,} users trying"
+                f" {', '.join(found['order'])}): {settled}; the failed steps cost p50"
+                f" {lost['p50']:,.0f} ms (p99 {lost['p99']:,.0f}), the first message came p50"
+                f" {first['p50']:,.0f} ms after the first attempt (p99 {first['p99']:,.0f}),"
+                f" figures of the first of {len(r.repeats)} repeat(s), users ramping up."
+            )
+    return None
+
+
+def network_sentence(bases: Iterable[Path], labels: tuple[str, ...]) -> str | None:
+    """The newest network sweep's chat p50/p99 per RTT for ``labels`` (``bench --rtt``)."""
+    for name, summary in summaries(bases, mentioning='"rtt_ms"'):
+        rows = [
+            r for r in summary.results
+            if r.scenario == "chat" and r.label in labels and r.valid and r.conditions
+            and not r.conditions.get("loss_pct") and r.latency_ms.p50 is not None
+        ]  # fmt: skip
+        if len({r.conditions.get("rtt_ms") for r in rows}) < 2:
+            continue
+        parts = []
+        for label in labels:
+            points = sorted(
+                (float(r.conditions.get("rtt_ms") or 0), r) for r in rows if r.label == label
+            )
+            if points:
+                each = ", ".join(
+                    f"{p50:,.0f}/{p99:,.0f} at {rtt:g}"
+                    for rtt, r in points
+                    if (p50 := r.latency_ms.p50) is not None
+                    and (p99 := r.latency_ms.p99) is not None
+                )
+                parts.append(f"{label} {each}")
+        return f"Chat p50/p99 ms at each RTT added ({name}, every point through the same relay): {'; '.join(parts)}."
+    return None
 
 
 def proxy_sentences(runs: dict[str, tuple[str, Summary]]) -> list[str]:
@@ -352,7 +400,18 @@ def _proxies(f: Facts) -> str:
         "try WebSocket, fall back to SSE or long polling. `wirewise decide --proxy-blocks-upgrade`\n"
         "ranks transports for such a network.\n"
         + textwrap.fill(through, 96, replace_whitespace=False, break_on_hyphens=False)
+        + _fallback_text()
     )
+
+
+def _fallback_text() -> str:
+    found = fallback_sentence(results_dirs())
+    if found is None:
+        return (
+            "\n(No fallback run was found: `wirewise bench --scenario fallback --proxy no-upgrade`"
+            " measures what the ladder costs.)\n"
+        )
+    return "\n" + textwrap.fill(found, 96, break_on_hyphens=False) + "\n"
 
 
 def _http3(f: Facts) -> str:
@@ -523,8 +582,26 @@ def _polling(f: Facts) -> str:
         "each minute), when clients are few, or when the infrastructure is plain HTTP only (serverless,\n"
         "strict proxies, caches: polls can be cached). It stops being enough when latency must be\n"
         "well under T, or when N/T requests per second cost more than N open connections.\n"
-        "`wirewise decide` does that arithmetic with the measured figures.\n"
+        "`wirewise decide` does that arithmetic with the measured figures.\n" + _network_text()
     )
+
+
+def _network_text() -> str:
+    """A round trip costs polling more than a push: measured where a sweep exists."""
+    found = network_sentence(results_dirs(), ("poll", "longpoll", "sse", "ws"))
+    theory = (
+        "On a real network each delivery also pays the path: a push one round trip here (the"
+        " send up, the delivery down), short polling about 1.5 (its next poll leaves T after an"
+        " answer), and long polling's tail two (what lands while the next poll is on its way"
+        " waits for it; RFC 6202 section 2.2)."
+    )
+    measured = (
+        f" {found}"
+        if found
+        else " (No run measured it: `wirewise bench --scenario chat --rtt 0 --rtt 50 --rtt 150"
+        " --rtt 300`.)"
+    )
+    return "\n" + textwrap.fill(theory.strip() + measured, 96, break_on_hyphens=False) + "\n"
 
 
 TOPICS = {

@@ -115,7 +115,22 @@ def networks(
     bandwidth: float | None = None,
 ) -> tuple[Network, ...]:
     """``--network`` profiles, or every ``--rtt`` with every ``--loss`` (one run each, with the
-    same jitter and bandwidth); empty when none is asked for. Raises ValueError for a bad one."""
+    same jitter and bandwidth); empty when none is asked for. The path with nothing added
+    (``rtt0``: the relay at zero delay) always comes first: every condition is read against it,
+    measured in the same run. Raises ValueError for a bad one."""
+    found = _asked_networks(profiles, rtts, losses, jitter, bandwidth)
+    if found and not any(n.conditions.none for n in found):
+        found = (Network("rtt0", Conditions(), "the same path with nothing added"), *found)
+    return found
+
+
+def _asked_networks(
+    profiles: list[str] | None,
+    rtts: list[float] | None,
+    losses: list[float] | None,
+    jitter: float,
+    bandwidth: float | None,
+) -> tuple[Network, ...]:
     if profiles:
         unknown = [p for p in profiles if p not in NETWORK_PROFILES]
         if unknown or rtts or losses or jitter or bandwidth:

@@ -543,6 +543,7 @@ def _has_scenario(path: Path, scenario: str) -> bool:
     except (OSError, ValueError):
         return False
     plan = (data.get("metadata") or {}).get("plan") or {}
-    if (plan.get("instances") or 1) > 1 or plan.get("proxy"):
-        return False  # not one server as clients reach it directly: not decide's model
+    if (plan.get("instances") or 1) > 1 or plan.get("proxy") or plan.get("networks"):
+        # not one server as clients reach it directly on loopback: not decide's model
+        return False
     return any(row.get("scenario") == scenario for row in data.get("results", []))

@@ -699,6 +699,8 @@ def _survivors(found: dict[str, Any] | None) -> dict[str, Any] | None:
         "storm_s": max((span for _, span in found["storms_s"]), default=0.0),
         "before_ms": Histogram.decode(found["before"]).summary_ms(),
         "during_ms": Histogram.decode(found["during"]).summary_ms(),
+        "after_ms": Histogram.decode(found.get("after", "")).summary_ms(),
+        "after_s": found.get("after_s"),
     }
 
 

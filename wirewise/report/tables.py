@@ -300,8 +300,8 @@ def failover_table(results: list[Result]) -> Table:
     return Table(
         ["transport", "valid", "clients moved", "reconnect p50 ms", "reconnect p99 ms",
          "reconnect max ms", "deliveries expected", "lost", "duplicated", "gaps after the kill",
-         "delivered by resume", "survivors p50 ms before / in storm",
-         "survivors p99 ms before / in storm", "warnings"],
+         "delivered by resume", "survivors p50 ms before / in storm / after",
+         "survivors p99 ms before / in storm / after", "warnings"],
         rows,
         align="ll" + "r" * 12,
         note="Clients moved: those whose subscription reopened after the kill, of the streams,"
@@ -310,8 +310,9 @@ def failover_table(results: list[Result]) -> Table:
         " Reconnect: from the kill (or the stop that caused it) to the client's first message on"
         " its new connection. Delivered by resume: deliveries a client without resume would have"
         " missed. Survivors: the clients no kill moved, their delivery latency (from each"
-        " message's schedule) before the first kill and during each storm (from the kill to the"
-        " last moved client's first message), with the storm's deliveries counted.",
+        " message's schedule) before the first kill (the slow reader's flood included), during"
+        " each storm (from the kill to the last moved client's first message; its deliveries"
+        " counted) and after the last storm to the window's end (the calm baseline).",
         invalid_rows={i for i, r in enumerate(results) if not r.valid},
     )  # fmt: skip
 
@@ -352,12 +353,12 @@ def fallback_table(results: list[Result]) -> Table:
 
 
 def survivors_cells(survivors: dict[str, Any] | None) -> list[str]:
-    """'before / during' for p50 and p99, the storm's delivery count beside the p99."""
+    """'before / in the storm / after' for p50 and p99, the storm's delivery count beside."""
     if not survivors:
         return ["-", "-"]
-    before, during = survivors["before_ms"], survivors["during_ms"]
-    cells = [f"{num(before[p], 2)} / {num(during[p], 2)}" for p in ("p50", "p99")]
-    cells[1] += f" ({num(during['count'])} in {num(survivors['storm_s'], 2)} s)"
+    phases = [survivors[k] for k in ("before_ms", "during_ms", "after_ms") if k in survivors]
+    cells = [" / ".join(num(phase[p], 2) for phase in phases) for p in ("p50", "p99")]
+    cells[1] += f" ({num(survivors['during_ms']['count'])} in {num(survivors['storm_s'], 2)} s)"
     return cells
 
 

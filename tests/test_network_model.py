@@ -1,0 +1,119 @@
+"""``decide --rtt-ms --loss``: what a network adds to each backend's p99, read from a run that
+measured chat under network conditions (synthetic here, written as ``summarize`` writes it),
+and the theory's formula only where no such run exists, said so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_decide import decide_cli, metadata, plausible_run, written
+from wirewise.network_model import NetworkModel, interpolate
+from wirewise.results import Latency, Result, Summary, Validity
+
+P99_AT = {  # label -> {(rtt ms, loss %): p99 ms}, as a sweep through the relay measures them
+    "sse": {(0, 0): 5.0, (50, 0): 57.0, (150, 0): 160.0, (300, 0): 310.0, (50, 2): 290.0},
+    "longpoll": {(0, 0): 6.0, (50, 0): 110.0, (150, 0): 320.0, (300, 0): 640.0},
+}
+
+
+def networked(label: str, rtt: float, loss: float, p99: float, valid: bool = True) -> Result:
+    return Result(
+        scenario="chat",
+        transport=label,
+        server="uvicorn",
+        label=label,
+        latency_ms=Latency(p50=p99 / 2, p99=p99, count=20_000),
+        validity=Validity(valid=valid, reasons=[] if valid else ["load generator saturated"]),
+        deployment={
+            "variant": "",
+            "instances": 1,
+            "network": {
+                "name": f"rtt{rtt:g}",
+                "rtt_ms": rtt,
+                "jitter_ms": 0.0,
+                "loss_pct": loss,
+                "bandwidth_kbit": None,
+            },
+        },
+    )
+
+
+def sweep() -> Summary:
+    return Summary(
+        metadata=metadata(),
+        results=[
+            networked(label, rtt, loss, p99)
+            for label, points in P99_AT.items()
+            for (rtt, loss), p99 in points.items()
+        ],
+    )
+
+
+def test_interpolation_and_extension_past_the_last_point() -> None:
+    curve = [(0.0, 5.0), (50.0, 57.0), (150.0, 160.0)]
+    assert interpolate(curve, 100.0) == (pytest.approx(108.5), "interpolated")
+    assert interpolate(curve, 50.0) == (57.0, "measured")
+    value, how = interpolate(curve, 250.0)
+    assert value == pytest.approx(263.0) and how.startswith("extrapolated past 150")
+
+
+def test_the_measured_curve_gives_what_the_network_adds() -> None:
+    model = NetworkModel.from_runs([("results/20261201-110000", sweep())])
+    added = model.added_p99("sse", "sse", 100.0, 0.0)
+    assert added.measured and added.ms == pytest.approx(108.5 - 5.0)
+    assert "interpolated from chat/sse's p99 at each RTT in results/20261201-110000" in added.source
+    longpoll = model.added_p99("longpoll", "longpoll", 150.0, 0.0)
+    assert longpoll.ms == pytest.approx(314.0), "two round trips, as measured"
+    lossy = model.added_p99("sse", "sse", 50.0, 2.0)
+    assert lossy.ms == pytest.approx(52.0 + 233.0) and "loss at rtt 50 ms" in lossy.source
+
+
+def test_without_a_measured_curve_the_formula_stands_in_and_says_so() -> None:
+    model = NetworkModel.from_runs([])
+    push = model.added_p99("ws", "ws", 100.0, 0.0)
+    assert (push.ms, push.measured) == (100.0, False) and push.source.startswith("formula: 1 x")
+    assert "wirewise bench --scenario chat --rtt 0" in push.source
+    assert model.added_p99("longpoll", "longpoll", 100.0, 0.0).ms == 200.0
+    assert model.added_p99("poll", "poll", 100.0, 0.0).ms == 150.0
+    assert model.added_p99("ws", "ws", 0.0, 1.0).ms == 200.0, "1 % each way reaches the p99"
+    assert model.added_p99("ws", "ws", 0.0, 0.1).ms == 0.0, "0.1 % stays under the p99"
+    # a backend the sweep did not measure gets the formula, the others their curve
+    model = NetworkModel.from_runs([("results/x", sweep())])
+    assert not model.added_p99("ws", "ws", 100.0, 0.0).measured
+
+
+def test_invalid_points_are_not_a_curve() -> None:
+    run = Summary(
+        metadata=metadata(),
+        results=[networked("sse", 0, 0, 5.0), networked("sse", 100, 0, 900.0, valid=False)],
+    )
+    assert not NetworkModel.from_runs([("results/x", run)]).points
+
+
+def test_decide_adds_the_measured_network_to_every_p99(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The loopback run decides capacity; the sweep beside it what 150 ms of RTT adds: two
+    round trips of long polling leave no room in a 300 ms bound that SSE's one still meets, and
+    each estimate says which curve (or formula) its figure came from."""
+    base = written(tmp_path / "20261201-100000", plausible_run())
+    written(tmp_path / "20261201-110000", sweep())
+    args = ["--clients", "200", "--push-rate", "1", "--send-rate", "0.1", "--latency-ms"]
+    status, loopback, _ = decide_cli(base, capsys, *args, "100")
+    assert status == 0 and loopback is not None and loopback["recommendation"]
+    status, far, _ = decide_cli(base, capsys, *args, "300", "--rtt-ms", "150")
+    assert status == 0 and far is not None
+    sse, longpoll = far["estimates"]["sse"], far["estimates"]["longpoll"]
+    assert sse["network_ms"] == pytest.approx(155.0)
+    assert "measured from chat/sse's p99 at each RTT" in sse["sources"]["network_ms"]
+    assert sse["p99_ms"] == pytest.approx(loopback["estimates"]["sse"]["p99_ms"] + 155.0, abs=0.2)
+    assert longpoll["network_ms"] == pytest.approx(314.0)
+    assert "for the network" in longpoll["sources"]["p99_ms"]
+    assert far["estimates"]["ws"]["sources"]["network_ms"].startswith("formula: 1 x the 150 ms")
+    ranked = {r["transport"]: r for r in far["ranking"]}
+    assert not ranked["longpoll"]["feasible"], "314 ms of network alone leaves no room in 300"
+    assert ranked["sse"]["feasible"] and far["recommendation"] != "longpoll"
+    status, _, err = decide_cli(base, capsys, *args, "100", "--loss", "100")
+    assert status == 2 and "--loss" in err

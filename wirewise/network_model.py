@@ -1,0 +1,146 @@
+"""What a network between the clients and the servers adds to each backend's p99, for
+``wirewise decide --rtt-ms --loss``.
+
+Measured first: the newest run that timed chat under network conditions (``wirewise bench
+--scenario chat --rtt 0 --rtt 50 --rtt 150 --rtt 300 [--loss 1 --loss 2]``) gives each backend's
+p99 at each condition, every point through the same relay, so a point minus the same backend's
+rtt-0 point is what the network added. Between measured RTTs the curve is interpolated
+linearly; beyond the highest it is extended along its last segment, and the source says so.
+Loss adds what the lossy runs at the measured RTT nearest the one asked added over the same RTT
+without loss, interpolated in the loss.
+
+Only without such a run (or for a backend it lacks) the theory's formula stands in, and the
+source says that too: a push transport's delivery pays one RTT (its send up, its delivery down),
+short polling 1.5 (its period grows by the poll's round trip), a long poll's tail two (what lands
+while the next poll is on its way waits for it); a lost segment with nothing behind it waits for
+the 200 ms minimum retransmission timeout, which reaches the p99 once about 1.5 % of deliveries
+can meet a loss (each crosses two paths, so at a loss of 0.75 % each way).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from wirewise.registry import PUSH_TRANSPORTS
+from wirewise.results import Summary
+
+__all__ = ["Added", "NetworkModel", "interpolate"]
+
+RTT_FACTORS = {"poll": 1.5, "longpoll": 2.0, **{t: 1.0 for t in PUSH_TRANSPORTS}}
+"""Round trips a delivery's p99 pays, by theory (see the module's docstring)."""
+MIN_RTO_MS = 200.0
+LOSS_IN_P99 = 0.75
+"""Percent lost each way from which the retransmission stall reaches the p99 (by theory)."""
+SWEEP = "wirewise bench --scenario chat --rtt 0 --rtt 50 --rtt 150 --rtt 300 --loss 0 --loss 2"
+
+
+@dataclass(frozen=True)
+class Added:
+    """Milliseconds the network adds to a p99, and where the figure comes from."""
+
+    ms: float
+    source: str
+    measured: bool
+
+
+@dataclass
+class NetworkModel:
+    """Each backend's chat p99 at each (rtt ms, loss %) a run measured, validly."""
+
+    points: dict[str, dict[tuple[float, float], float]] = field(default_factory=dict)
+    run: str | None = None
+
+    @classmethod
+    def from_runs(cls, runs: Iterable[tuple[str, Summary]]) -> NetworkModel:
+        """The newest run with valid chat results under network conditions."""
+        for name, summary in runs:
+            points: dict[str, dict[tuple[float, float], float]] = {}
+            for r in summary.results:
+                c = r.conditions
+                if (
+                    r.scenario != "chat"
+                    or not r.valid
+                    or not c
+                    or r.latency_ms.p99 is None
+                    or c.get("jitter_ms")
+                    or c.get("bandwidth_kbit")
+                ):
+                    continue
+                key = (float(c.get("rtt_ms") or 0.0), float(c.get("loss_pct") or 0.0))
+                points.setdefault(r.label, {})[key] = r.latency_ms.p99
+            if any((0.0, 0.0) in p and len(p) > 1 for p in points.values()):
+                return cls(points, name)
+        return cls()
+
+    def added_p99(self, label: str, transport: str, rtt_ms: float, loss_pct: float) -> Added:
+        """What ``rtt_ms`` and ``loss_pct`` add to ``label``'s p99."""
+        rtt = self._rtt(label, transport, rtt_ms)
+        if loss_pct <= 0:
+            return rtt
+        loss = self._loss(label, rtt_ms, loss_pct)
+        return Added(
+            round(rtt.ms + loss.ms, 1),
+            f"{rtt.source}; {loss.source}",
+            rtt.measured and loss.measured,
+        )
+
+    def _rtt(self, label: str, transport: str, rtt_ms: float) -> Added:
+        if rtt_ms <= 0:
+            return Added(0.0, "no RTT added", True)
+        curve = sorted(
+            (r, p99) for (r, loss), p99 in self.points.get(label, {}).items() if not loss
+        )
+        if len(curve) < 2 or curve[0][0] != 0.0:
+            factor = RTT_FACTORS.get(transport, 1.0)
+            return Added(
+                round(factor * rtt_ms, 1),
+                f"formula: {factor:g} x the {rtt_ms:g} ms RTT (no run measured {label} under an"
+                f" added RTT: `{SWEEP}`)",
+                False,
+            )
+        value, how = interpolate(curve, rtt_ms)
+        measured = ", ".join(f"{r:g} ms: {p:,.1f}" for r, p in curve)
+        return Added(
+            round(value - curve[0][1], 1),
+            f"{how} from chat/{label}'s p99 at each RTT in {self.run} ({measured})",
+            True,
+        )
+
+    def _loss(self, label: str, rtt_ms: float, loss_pct: float) -> Added:
+        measured = self.points.get(label, {})
+        lossy = sorted({r for r, loss in measured if loss > 0 and (r, 0.0) in measured})
+        if not lossy:
+            stall = MIN_RTO_MS if loss_pct >= LOSS_IN_P99 else 0.0
+            return Added(
+                stall,
+                f"formula: {'+' if stall else 'no'} {MIN_RTO_MS:g} ms retransmission stall in the"
+                f" p99 at {loss_pct:g} % lost each way (stalls reach the p99 from"
+                f" {LOSS_IN_P99:g} %; no run measured {label} with loss)",
+                False,
+            )
+        rtt = min(lossy, key=lambda r: abs(r - rtt_ms))
+        curve = sorted((loss, p99) for (r, loss), p99 in measured.items() if r == rtt)
+        value, how = interpolate(curve, loss_pct)
+        points = ", ".join(f"{loss:g} %: {p:,.1f}" for loss, p in curve)
+        return Added(
+            round(value - curve[0][1], 1),
+            f"{how} from chat/{label}'s p99 at each loss at rtt {rtt:g} ms in {self.run}"
+            f" ({points})",
+            True,
+        )
+
+
+def interpolate(curve: list[tuple[float, float]], x: float) -> tuple[float, str]:
+    """y at ``x`` on the polyline ``curve`` (sorted by x, at least two points), and how:
+    interpolated, or extended along the last segment past the highest x."""
+    xs = [p[0] for p in curve]
+    if x >= xs[-1]:
+        (x0, y0), (x1, y1) = curve[-2], curve[-1]
+        how = "measured" if x == xs[-1] else f"extrapolated past {x1:g} along the last segment"
+    else:
+        i = max(1, bisect.bisect_right(xs, x))
+        (x0, y0), (x1, y1) = curve[i - 1], curve[i]
+        how = "measured" if x in xs else "interpolated"
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0), how
