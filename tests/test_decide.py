@@ -23,6 +23,8 @@ from wirewise.explain import (
     cluster_runs,
     cluster_sentences,
     explain,
+    fallback_sentence,
+    network_sentence,
     proxy_runs,
     proxy_sentences,
 )
@@ -824,3 +826,15 @@ def test_proxies_quotes_the_committed_nginx_runs() -> None:
     text = explain("proxies", load_summary(reference), reference.name)
     assert "Buffering held no SSE event" in text and "the missing Upgrade" in text
     assert proxy_sentences({}) == []
+
+
+def test_proxies_and_polling_quote_the_committed_fallback_and_network_runs() -> None:
+    """The fallback run behind no-upgrade (every user on SSE after the refused upgrade), and
+    the newest network sweep's p50/p99 at each RTT; neither where no such run exists."""
+    committed = Path(__file__).resolve().parent.parent / "results"
+    fallback = fallback_sentence([committed])
+    assert fallback is not None and "behind no-upgrade" in fallback and " on sse;" in fallback
+    network = network_sentence([committed], ("poll", "sse"))
+    assert network is not None and network.startswith("Chat p50/p99 ms at each RTT added")
+    assert " at 0, " in network and " at 300" in network
+    assert fallback_sentence([]) is None and network_sentence([], ("sse",)) is None

@@ -84,12 +84,23 @@ def test_without_a_measured_curve_the_formula_stands_in_and_says_so() -> None:
     assert not model.added_p99("ws", "ws", 100.0, 0.0).measured
 
 
+def test_the_curve_with_more_rtts_wins_over_a_newer_one_with_fewer() -> None:
+    """A newer loss sweep (rtt 0 and 50 only) does not replace the RTT sweep's curve; its loss
+    points are still the ones read for loss."""
+    newer = Summary(metadata=metadata(), results=[
+        networked("sse", 0, 0, 4.0), networked("sse", 50, 0, 60.0), networked("sse", 50, 1, 250.0),
+    ])  # fmt: skip
+    model = NetworkModel.from_runs([("results/new", newer), ("results/old", sweep())])
+    assert model.rtt["sse"].run == "results/old" and len(model.rtt["sse"].points) == 4
+    assert model.loss["sse"][50.0].run == "results/new"
+
+
 def test_invalid_points_are_not_a_curve() -> None:
     run = Summary(
         metadata=metadata(),
         results=[networked("sse", 0, 0, 5.0), networked("sse", 100, 0, 900.0, valid=False)],
     )
-    assert not NetworkModel.from_runs([("results/x", run)]).points
+    assert not NetworkModel.from_runs([("results/x", run)]).rtt
 
 
 def test_decide_adds_the_measured_network_to_every_p99(

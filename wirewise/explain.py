@@ -308,30 +308,36 @@ def fallback_sentence(bases: Iterable[Path]) -> str | None:
 
 
 def network_sentence(bases: Iterable[Path], labels: tuple[str, ...]) -> str | None:
-    """The newest network sweep's chat p50/p99 per RTT for ``labels`` (``bench --rtt``)."""
+    """Chat p50/p99 per RTT for ``labels`` from the network sweep with the most RTTs (the
+    newest on a tie; ``bench --rtt``)."""
+    best: tuple[int, str, list[Result]] | None = None
     for name, summary in summaries(bases, mentioning='"rtt_ms"'):
         rows = [
             r for r in summary.results
             if r.scenario == "chat" and r.label in labels and r.valid and r.conditions
             and not r.conditions.get("loss_pct") and r.latency_ms.p50 is not None
         ]  # fmt: skip
-        if len({r.conditions.get("rtt_ms") for r in rows}) < 2:
-            continue
-        parts = []
-        for label in labels:
-            points = sorted(
-                (float(r.conditions.get("rtt_ms") or 0), r) for r in rows if r.label == label
-            )
-            if points:
-                each = ", ".join(
-                    f"{p50:,.0f}/{p99:,.0f} at {rtt:g}"
-                    for rtt, r in points
-                    if (p50 := r.latency_ms.p50) is not None
-                    and (p99 := r.latency_ms.p99) is not None
-                )
-                parts.append(f"{label} {each}")
-        return f"Chat p50/p99 ms at each RTT added ({name}, every point through the same relay): {'; '.join(parts)}."
-    return None
+        rtts = len({r.conditions.get("rtt_ms") for r in rows})
+        if rtts >= 2 and (best is None or rtts > best[0]):
+            best = (rtts, name, rows)
+    if best is None:
+        return None
+    _, name, rows = best
+    parts = []
+    for label in labels:
+        points = sorted(
+            ((float(r.conditions.get("rtt_ms") or 0), r) for r in rows if r.label == label),
+            key=lambda point: point[0],
+        )
+        each = ", ".join(
+            f"{r.latency_ms.p50:,.0f}/{r.latency_ms.p99 or 0:,.0f} at {rtt:g}" for rtt, r in points
+        )
+        if each:
+            parts.append(f"{label} {each}")
+    return (
+        f"Chat p50/p99 ms at each RTT added ({name}, every point through the same relay):"
+        f" {'; '.join(parts)}."
+    )
 
 
 def proxy_sentences(runs: dict[str, tuple[str, Summary]]) -> list[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from wirewise.registry import PUSH_TRANSPORTS
 from wirewise.results import Summary
 
-__all__ = ["Added", "NetworkModel", "interpolate"]
+__all__ = ["Added", "Curve", "NetworkModel", "chat_points", "interpolate"]
 
 RTT_FACTORS = {"poll": 1.5, "longpoll": 2.0, **{t: 1.0 for t in PUSH_TRANSPORTS}}
 """Round trips a delivery's p99 pays, by theory (see the module's docstring)."""
@@ -45,34 +45,48 @@ class Added:
     measured: bool
 
 
+@dataclass(frozen=True)
+class Curve:
+    """p99 (ms) against one condition, from one run: points sorted by x, the first at 0."""
+
+    run: str
+    points: list[tuple[float, float]]
+
+
 @dataclass
 class NetworkModel:
-    """Each backend's chat p99 at each (rtt ms, loss %) a run measured, validly."""
+    """Each backend's chat p99 against RTT (the run with the most RTTs; the newest on a tie)
+    and against loss at each RTT a run measured loss at (the newest), valid results only."""
 
-    points: dict[str, dict[tuple[float, float], float]] = field(default_factory=dict)
-    run: str | None = None
+    rtt: dict[str, Curve] = field(default_factory=dict)
+    loss: dict[str, dict[float, Curve]] = field(default_factory=dict)
 
     @classmethod
     def from_runs(cls, runs: Iterable[tuple[str, Summary]]) -> NetworkModel:
-        """The newest run with valid chat results under network conditions."""
+        """``runs`` newest first (as :func:`wirewise.results.summaries` yields them)."""
+        model = cls()
         for name, summary in runs:
-            points: dict[str, dict[tuple[float, float], float]] = {}
-            for r in summary.results:
-                c = r.conditions
-                if (
-                    r.scenario != "chat"
-                    or not r.valid
-                    or not c
-                    or r.latency_ms.p99 is None
-                    or c.get("jitter_ms")
-                    or c.get("bandwidth_kbit")
-                ):
-                    continue
-                key = (float(c.get("rtt_ms") or 0.0), float(c.get("loss_pct") or 0.0))
-                points.setdefault(r.label, {})[key] = r.latency_ms.p99
-            if any((0.0, 0.0) in p and len(p) > 1 for p in points.values()):
-                return cls(points, name)
-        return cls()
+            for label, found in chat_points(summary).items():
+                model._learn(name, label, found)
+        return model
+
+    def _learn(self, run: str, label: str, found: dict[tuple[float, float], float]) -> None:
+        curve = sorted((rtt, p99) for (rtt, loss), p99 in found.items() if not loss)
+        known = self.rtt.get(label)
+        if (
+            len(curve) >= 2
+            and curve[0][0] == 0
+            and (known is None or len(curve) > len(known.points))
+        ):
+            self.rtt[label] = Curve(run, curve)
+        if label in self.loss:
+            return
+        lossy = sorted({rtt for rtt, loss in found if loss > 0 and (rtt, 0.0) in found})
+        if lossy:
+            self.loss[label] = {
+                rtt: Curve(run, sorted((loss, p99) for (r, loss), p99 in found.items() if r == rtt))
+                for rtt in lossy
+            }
 
     def added_p99(self, label: str, transport: str, rtt_ms: float, loss_pct: float) -> Added:
         """What ``rtt_ms`` and ``loss_pct`` add to ``label``'s p99."""
@@ -89,10 +103,8 @@ class NetworkModel:
     def _rtt(self, label: str, transport: str, rtt_ms: float) -> Added:
         if rtt_ms <= 0:
             return Added(0.0, "no RTT added", True)
-        curve = sorted(
-            (r, p99) for (r, loss), p99 in self.points.get(label, {}).items() if not loss
-        )
-        if len(curve) < 2 or curve[0][0] != 0.0:
+        curve = self.rtt.get(label)
+        if curve is None:
             factor = RTT_FACTORS.get(transport, 1.0)
             return Added(
                 round(factor * rtt_ms, 1),
@@ -100,18 +112,17 @@ class NetworkModel:
                 f" added RTT: `{SWEEP}`)",
                 False,
             )
-        value, how = interpolate(curve, rtt_ms)
-        measured = ", ".join(f"{r:g} ms: {p:,.1f}" for r, p in curve)
+        value, how = interpolate(curve.points, rtt_ms)
+        measured = ", ".join(f"{r:g} ms: {p:,.1f}" for r, p in curve.points)
         return Added(
-            round(value - curve[0][1], 1),
-            f"{how} from chat/{label}'s p99 at each RTT in {self.run} ({measured})",
+            round(value - curve.points[0][1], 1),
+            f"{how} from chat/{label}'s p99 at each RTT in {curve.run} ({measured})",
             True,
         )
 
     def _loss(self, label: str, rtt_ms: float, loss_pct: float) -> Added:
-        measured = self.points.get(label, {})
-        lossy = sorted({r for r, loss in measured if loss > 0 and (r, 0.0) in measured})
-        if not lossy:
+        curves = self.loss.get(label)
+        if not curves:
             stall = MIN_RTO_MS if loss_pct >= LOSS_IN_P99 else 0.0
             return Added(
                 stall,
@@ -120,16 +131,31 @@ class NetworkModel:
                 f" {LOSS_IN_P99:g} %; no run measured {label} with loss)",
                 False,
             )
-        rtt = min(lossy, key=lambda r: abs(r - rtt_ms))
-        curve = sorted((loss, p99) for (r, loss), p99 in measured.items() if r == rtt)
-        value, how = interpolate(curve, loss_pct)
-        points = ", ".join(f"{loss:g} %: {p:,.1f}" for loss, p in curve)
+        rtt = min(curves, key=lambda r: abs(r - rtt_ms))
+        curve = curves[rtt]
+        value, how = interpolate(curve.points, loss_pct)
+        points = ", ".join(f"{loss:g} %: {p:,.1f}" for loss, p in curve.points)
         return Added(
-            round(value - curve[0][1], 1),
-            f"{how} from chat/{label}'s p99 at each loss at rtt {rtt:g} ms in {self.run}"
+            round(value - curve.points[0][1], 1),
+            f"{how} from chat/{label}'s p99 at each loss at rtt {rtt:g} ms in {curve.run}"
             f" ({points})",
             True,
         )
+
+
+def chat_points(summary: Summary) -> dict[str, dict[tuple[float, float], float]]:
+    """label -> {(rtt ms, loss %): p99} of the run's valid chat results under conditions
+    (neither jitter nor a bandwidth limit: the curves are of RTT and loss alone)."""
+    points: dict[str, dict[tuple[float, float], float]] = {}
+    for r in summary.results:
+        c = r.conditions
+        if r.scenario != "chat" or not r.valid or not c or r.latency_ms.p99 is None:
+            continue
+        if c.get("jitter_ms") or c.get("bandwidth_kbit"):
+            continue
+        key = (float(c.get("rtt_ms") or 0.0), float(c.get("loss_pct") or 0.0))
+        points.setdefault(r.label, {})[key] = r.latency_ms.p99
+    return points
 
 
 def interpolate(curve: list[tuple[float, float]], x: float) -> tuple[float, str]:

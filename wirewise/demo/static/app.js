@@ -114,12 +114,14 @@ function deliver(message, raw) {
 }
 
 function addLine(text, kind) {
+  // #messages holds one item per chat message received; joins, leaves, gaps and errors go to
+  // #notices, so that the list is exactly the conversation
   const item = document.createElement("li");
   item.textContent = text; // text, never HTML
   item.className = kind;
-  const list = $("messages");
+  const list = $(kind === "message" ? "messages" : "notices");
   list.append(item);
-  while (list.children.length > 300) list.firstChild.remove();
+  while (list.children.length > (kind === "message" ? 2000 : 50)) list.firstChild.remove();
   list.scrollTop = list.scrollHeight;
 }
 
@@ -273,6 +275,7 @@ async function join() {
     Object.assign(state, { lastId: null, latencies: [], requests: 0, frames: 0, received: 0 });
     Object.assign(state, { reconnects: 0, seen: new Set(), wire: [] });
     $("messages").textContent = "";
+    $("notices").textContent = "";
     const opened =
       transport === "poll"
         ? poller(room, token, 0)
