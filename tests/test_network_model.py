@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_decide import decide_cli, metadata, plausible_run, written
+from wirewise.decide import Workload, decide
 from wirewise.network_model import NetworkModel, interpolate
 from wirewise.results import Latency, Result, Summary, Validity
 
@@ -103,28 +104,36 @@ def test_invalid_points_are_not_a_curve() -> None:
     assert not NetworkModel.from_runs([("results/x", run)]).rtt
 
 
-def test_decide_adds_the_measured_network_to_every_p99(
+def test_decide_adds_the_measured_network_to_every_p99() -> None:
+    """The loopback run decides capacity; the sweep what 150 ms of RTT adds: two round trips
+    of long polling leave no room in a 300 ms bound that SSE's one still meets, and each
+    estimate says which curve (or formula) its figure came from."""
+    base, model = plausible_run(), NetworkModel.from_runs([("results/sweep", sweep())])
+    near = Workload(200, 1.0, 0.1, 100.0)
+    far = Workload(200, 1.0, 0.1, 300.0, rtt_ms=150.0)
+    loopback = decide(near, base, "base", network=model)
+    answer = decide(far, base, "base", network=model)
+    sse, longpoll = answer.estimates["sse"], answer.estimates["longpoll"]
+    assert sse.network_ms == pytest.approx(155.0)
+    assert "measured from chat/sse's p99 at each RTT in results/sweep" in sse.sources["network_ms"]
+    assert sse.p99_ms == pytest.approx(loopback.estimates["sse"].p99_ms + 155.0, abs=0.2)
+    assert longpoll.network_ms == pytest.approx(314.0)
+    assert "for the network" in longpoll.sources["p99_ms"]
+    assert answer.estimates["ws"].sources["network_ms"].startswith("formula: 1 x the 150 ms")
+    ranked = {r.transport: r for r in answer.ranking}
+    assert not ranked["longpoll"].feasible, "314 ms of network alone leaves no room in 300"
+    assert ranked["sse"].feasible and answer.recommendation != "longpoll"
+
+
+def test_decide_cli_reads_the_network_and_refuses_a_bad_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The loopback run decides capacity; the sweep beside it what 150 ms of RTT adds: two
-    round trips of long polling leave no room in a 300 ms bound that SSE's one still meets, and
-    each estimate says which curve (or formula) its figure came from."""
     base = written(tmp_path / "20261201-100000", plausible_run())
-    written(tmp_path / "20261201-110000", sweep())
-    args = ["--clients", "200", "--push-rate", "1", "--send-rate", "0.1", "--latency-ms"]
-    status, loopback, _ = decide_cli(base, capsys, *args, "100")
-    assert status == 0 and loopback is not None and loopback["recommendation"]
-    status, far, _ = decide_cli(base, capsys, *args, "300", "--rtt-ms", "150")
-    assert status == 0 and far is not None
-    sse, longpoll = far["estimates"]["sse"], far["estimates"]["longpoll"]
-    assert sse["network_ms"] == pytest.approx(155.0)
-    assert "measured from chat/sse's p99 at each RTT" in sse["sources"]["network_ms"]
-    assert sse["p99_ms"] == pytest.approx(loopback["estimates"]["sse"]["p99_ms"] + 155.0, abs=0.2)
-    assert longpoll["network_ms"] == pytest.approx(314.0)
-    assert "for the network" in longpoll["sources"]["p99_ms"]
-    assert far["estimates"]["ws"]["sources"]["network_ms"].startswith("formula: 1 x the 150 ms")
-    ranked = {r["transport"]: r for r in far["ranking"]}
-    assert not ranked["longpoll"]["feasible"], "314 ms of network alone leaves no room in 300"
-    assert ranked["sse"]["feasible"] and far["recommendation"] != "longpoll"
-    status, _, err = decide_cli(base, capsys, *args, "100", "--loss", "100")
+    args = ["--clients", "200", "--push-rate", "1", "--send-rate", "0.1", "--latency-ms", "300"]
+    status, answer, _ = decide_cli(base, capsys, *args, "--rtt-ms", "150", "--loss", "1")
+    assert status == 0 and answer is not None
+    for estimate in answer["estimates"].values():
+        assert estimate["network_ms"] > 150 and "loss" in estimate["sources"]["network_ms"]
+    assert answer["workload"]["rtt_ms"] == 150 and answer["workload"]["loss_pct"] == 1
+    status, _, err = decide_cli(base, capsys, *args, "--loss", "100")
     assert status == 2 and "--loss" in err

@@ -52,7 +52,17 @@ function showWire(line) {
   $("wire").textContent = state.wire.join("\n");
 }
 
+let figuresDue = null;
+
 function showFigures() {
+  // at most every 100 ms: sorting every latency on every message would make the page itself
+  // the bottleneck of a burst, and a message's arrival waits for the handler before it
+  if (figuresDue === null) figuresDue = setTimeout(drawFigures, 100);
+}
+
+function drawFigures() {
+  figuresDue = null;
+  for (const id of ["messages", "notices"]) $(id).scrollTop = $(id).scrollHeight;
   const sorted = [...state.latencies].sort((a, b) => a - b);
   $("p50").textContent = fmt(percentile(sorted, 50));
   $("p99").textContent = fmt(percentile(sorted, 99));
@@ -94,6 +104,7 @@ function deliver(message, raw) {
     addLine(`(error ${message.code}: ${message.detail})`, "error");
     return;
   }
+  if (message.type === "ack") return; // an answer to our send: its id is not a cursor
   if (typeof message.id === "number") {
     if (state.lastId !== null && message.id <= state.lastId) return; // seen before a reconnect
     state.lastId = message.id;
@@ -122,7 +133,7 @@ function addLine(text, kind) {
   const list = $(kind === "message" ? "messages" : "notices");
   list.append(item);
   while (list.children.length > (kind === "message" ? 2000 : 50)) list.firstChild.remove();
-  list.scrollTop = list.scrollHeight;
+  showFigures(); // scrolls too, at most every 100 ms: reading scrollHeight forces a layout
 }
 
 function parse(raw) {
