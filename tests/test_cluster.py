@@ -248,6 +248,15 @@ def test_the_members_of_a_killed_process_leave_once_its_lease_runs_out(
                 clients.append(client)
                 subs.setdefault(name, client.subscribe(room, after=0))
             assert all(sub.wait_connected(WAIT) for sub in subs.values())
+            # Killed only once the memberships are in Redis (their joins reached bob): a
+            # SIGKILL right after the stream opened could beat the join's own write there.
+            joined: set[str] = set()
+            deadline = time.monotonic() + WAIT
+            while not {"ada", "cy"} <= joined and time.monotonic() < deadline:
+                message = subs["bob"].get(0.2)
+                if isinstance(message, UserJoined):
+                    joined.add(message.user)
+            assert {"ada", "cy"} <= joined, joined
             os.kill(doomed.pid, signal.SIGKILL)
             left: list[str] = []
             deadline = time.monotonic() + LEASE_S + 3 * RENEW_S + WAIT
