@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["DemoApp", "run_demo"]
@@ -85,44 +85,39 @@ class DemoApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and path in FILES and scope["method"] in ("GET", "HEAD"):
-            await self.page(scope, send, *FILES[path])
+            await self.page(scope, receive, send, *FILES[path])
         elif scope["type"] == "http" and path == "/favicon.ico":
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
+            await Response(status_code=204)(scope, receive, send)
         elif scope["type"] == "http" and path == "/demo/drop" and scope["method"] == "POST":
-            await self.drop(scope, send)
+            await self.drop(scope, receive, send)
         elif scope["type"] in ("http", "websocket") and HELD.match(path) and token_of(scope):
             await self.hold(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    async def page(self, scope: Scope, send: Send, name: str, kind: str) -> None:
-        body = (STATIC / name).read_bytes()
+    async def page(self, scope: Scope, receive: Receive, send: Send, name: str, kind: str) -> None:
         host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode("latin-1")
-        headers = [
-            (b"content-type", kind.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"content-security-policy", csp(host).encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"cache-control", b"no-store"),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
+        headers = {
+            "content-security-policy": csp(host),
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer",
+            "cache-control": "no-store",
+        }
+        response = Response((STATIC / name).read_bytes(), media_type=kind, headers=headers)
+        await response(scope, receive, send)
 
-    async def drop(self, scope: Scope, send: Send) -> None:
+    async def drop(self, scope: Scope, receive: Receive, send: Send) -> None:
         """End every held request of the caller's token, as a server that drops them would."""
         token = token_of(scope)
         if token is None:
-            await _json(send, 401, {"type": "error", "code": "unauthorized", "detail": "no token"})
+            body = {"type": "error", "code": "unauthorized", "detail": "no token"}
+            await JSONResponse(body, 401)(scope, receive, send)
             return
         held = list(self.held.get(token, ()))
         for entry in held:
             entry.dropped = True
             entry.task.cancel()
-        await _json(send, 200, {"dropped": len(held)})
+        await JSONResponse({"dropped": len(held)})(scope, receive, send)
 
     async def hold(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = token_of(scope)
@@ -165,8 +160,12 @@ async def _abort(scope: Scope, entry: Held, send: Send) -> None:
             await send({"type": "websocket.close", "code": 1012 if entry.started else 1011})
         elif scope.get("http_version") == "2":
             if not entry.started:
-                await _json(send, 503, {"type": "error", "code": "unavailable",
-                                        "detail": "dropped by wirewise demo"})  # fmt: skip
+                body = {
+                    "type": "error",
+                    "code": "unavailable",
+                    "detail": "dropped by wirewise demo",
+                }
+                await JSONResponse(body, 503)(scope, _nothing, send)
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         elif not entry.started:
@@ -176,14 +175,9 @@ async def _abort(scope: Scope, entry: Held, send: Send) -> None:
             )  # fmt: skip
 
 
-async def _json(send: Send, status: int, body: object) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {"type": "http.response.start", "status": status,
-         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                     (b"cache-control", b"no-store")]}
-    )  # fmt: skip
-    await send({"type": "http.response.body", "body": data})
+async def _nothing() -> Message:
+    """A response's ``receive`` that is never needed (the request was read already)."""
+    return {"type": "http.disconnect"}
 
 
 def run_demo(
