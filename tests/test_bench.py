@@ -129,6 +129,53 @@ def test_summarize_rebuilds_the_same_summary_from_the_raw_files(
             assert (files / name).exists(), files / name
 
 
+@pytest.mark.timeout(300)
+def test_summarize_marks_a_run_with_unreadable_files_invalid_and_keeps_the_rest(
+    chat_run: dict[str, Any], tmp_path: Path
+) -> None:
+    copy = tmp_path / chat_run["dir"].name
+    shutil.copytree(chat_run["dir"], copy)
+    broken = chat_run["summary"]["results"][1]
+    (copy / broken["repeats"][0]["files"] / "scenario.json").write_text('{"window": ')
+    summary = summarize_run(copy, write=False).to_json()
+    for result in summary["results"]:
+        validity = result["validity"]
+        if result["label"] == broken["label"]:
+            assert not validity["valid"]
+            assert validity["reasons"][0].startswith("unreadable raw files: JSONDecodeError")
+        else:
+            assert validity["valid"], (result["label"], validity)
+
+
+@pytest.mark.timeout(300)
+def test_a_run_that_raises_is_recorded_as_failed_and_the_bench_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only the errors a run expects: any exception costs its run, never the bench."""
+    import wirewise.bench
+
+    real = wirewise.bench.summarize_repeat
+
+    def broken_for_poll(directory: Path) -> Any:
+        if "-poll-" in directory.name:
+            raise KeyError("a bug in the summarizer")
+        return real(directory)
+
+    monkeypatch.setattr(wirewise.bench, "summarize_repeat", broken_for_poll)
+    flags = ["--scenario", "chat", "--quick", "--duration", "1", "--transport", "poll"]
+    main(["bench", *flags, "--transport", "ws", "--out", str(tmp_path)])
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    results = {r["label"]: r for r in read_summary(run)["results"]}
+    assert set(results) == {"poll", "ws", "ws@websockets"}
+    failed = results["poll"]["validity"]
+    assert not failed["valid"]
+    assert failed["reasons"] == ["the run failed: KeyError: 'a bug in the summarizer'"]
+    recorded = json.loads((run / results["poll"]["repeats"][0]["files"] / "run.json").read_text())
+    assert recorded["failure"].startswith("KeyError") and "Traceback" in recorded["traceback"][0]
+    assert recorded["server"]["pid"], "what the run wrote before it failed is kept"
+    assert results["ws"]["validity"]["valid"] and results["ws@websockets"]["validity"]["valid"]
+
+
 # -- the plan and the headroom -------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -509,6 +510,33 @@ def headline(run: Run, repeat: Repeat) -> str:
     return f"p50 {latency.p50:,.2f} ms, p99 {latency.p99:,.2f} ms over {latency.count:,} deliveries"
 
 
+def record_failure(directory: Path, run: Run, exc: Exception) -> str:
+    """Write why ``run`` failed into its ``run.json`` (kept, if the run wrote one) and say it.
+
+    Any exception counts, not only the ones a run expects (a server that would not start): a
+    bug met in hour one of a long bench costs that run, not the hour. ``summarize`` marks the
+    result invalid with this reason; the traceback is kept for whoever fixes it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "run.json"
+    record: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(path.read_text())
+    why = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+    record.update(
+        {
+            "scenario": run.scenario,
+            "transport": run.backend.transport,
+            "label": run.backend.label,
+            "repeat": run.repeat,
+            "failure": why,
+            "traceback": traceback.format_exception(exc),
+        }
+    )
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return why
+
+
 def run_bench(
     plan: Plan, argv: list[str], progress: Callable[[Progress], None] | None = None
 ) -> tuple[Path, Summary]:
@@ -558,21 +586,8 @@ def run_bench(
                 _, repeat, _ = summarize_repeat(directory)
                 headroom.learn(run, repeat)
                 line, valid = headline(run, repeat), repeat.validity.valid
-            except RuntimeError as exc:
-                failed = run_dir / run.name
-                failed.mkdir(exist_ok=True)
-                (failed / "run.json").write_text(
-                    json.dumps(
-                        {
-                            "scenario": run.scenario,
-                            "transport": run.backend.transport,
-                            "label": run.backend.label,
-                            "repeat": run.repeat,
-                            "failure": str(exc),
-                        }
-                    )
-                )
-                line, valid = f"failed: {exc}", False
+            except Exception as exc:  # one broken run must not end the bench
+                line, valid = f"failed: {record_failure(run_dir / run.name, run, exc)}", False
             if progress:
                 progress(
                     Progress(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import zipfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -268,13 +269,21 @@ def send_period_ms(raw: RawRun) -> float | None:
 
 def summarize_repeat(directory: Path) -> tuple[dict[str, Any], Repeat, dict[str, Any]]:
     """(run.json, the repeat's figures, arrays for the interval) of one run directory."""
-    raw = RawRun.read(directory)
-    run = raw.run
+    run = json.loads((directory / "run.json").read_text())
     repeat = Repeat(repeat=run["repeat"], files=directory.name, headroom=run.get("headroom", {}))
     arrays: dict[str, Any] = {}
+    if run.get("failure"):  # the bench gave up on it: its other files may be what broke
+        repeat.validity = Validity(False, [f"the run failed: {run['failure']}"])
+        return run, repeat, arrays
+    try:
+        raw = RawRun.read(directory)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        repeat.validity = Validity(False, [f"unreadable raw files: {type(exc).__name__}: {exc}"])
+        return run, repeat, arrays
     if raw.scenario is None or raw.messages is None:
-        why = run.get("failure") or "Locust wrote no results (see locust.log)"
-        repeat.validity = Validity(False, [f"the run failed: {why}"])
+        repeat.validity = Validity(
+            False, ["the run failed: Locust wrote no results (see locust.log)"]
+        )
         _process_warnings(raw, repeat)
         return run, repeat, arrays
     scenario = run["scenario"]
