@@ -671,6 +671,71 @@ def summarize(
     console.print(f"wrote {run / 'summary.json'}")
 
 
+@app.command("generator-floor")
+def generator_floor(
+    connections: Annotated[int, typer.Option(min=1, max=5000, help="Sockets read.")] = 500,
+    rounds: Annotated[int, typer.Option(min=1, max=2000, help="Messages per socket.")] = 200,
+    interval_ms: Annotated[
+        float, typer.Option(min=1.0, max=1000.0, help="Between two rounds (a broadcast's pace).")
+    ] = 20.0,
+    against_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--against",
+            help="A results run to compare with (default: the one results/REFERENCE names).",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where to write generator-floor-<time>/.")] = Path(
+        "results"
+    ),
+) -> None:
+    """What reading one delivery costs a Python load generator at the least (no Locust)."""
+    from rich.table import Table
+
+    from wirewise.genfloor import KINDS, against, measure, write_floors
+    from wirewise.results import collect_metadata, read_summary
+
+    console = wide_console()
+    floors = []
+    for kind in KINDS:
+        with console.status(f"measuring {kind}"):
+            floors.append(measure(kind, connections, rounds, interval_ms / 1000))
+    table = Table("reader", "deliveries", "CPU s", "µs per delivery", "frame bytes")
+    for floor in floors:
+        table.add_row(
+            floor.kind,
+            f"{floor.deliveries:,}",
+            f"{floor.cpu_s:.3f}",
+            f"{floor.us_per_delivery:.2f}",
+            str(floor.frame_bytes),
+        )
+    console.print(table)
+    pointer = out / "REFERENCE"
+    run = against_run or (out / pointer.read_text().strip() if pointer.is_file() else None)
+    metadata = collect_metadata(sys.argv)
+    metadata["against"] = str(run) if run else None
+    if run is not None and (run / "summary.json").is_file():
+        summary = read_summary(run)
+        for scenario in ("broadcast", "saturate"):
+            rows = against(summary, floors, scenario)
+            metadata[f"against_{scenario}"] = rows
+            compared = Table(
+                "transport", "server µs", "a third", "floor", "floor / a third", "generator µs",
+                title=f"{scenario} in {run.name}: the server's CPU per delivery against the floor",
+            )  # fmt: skip
+            for row in rows:
+                compared.add_row(
+                    row["label"],
+                    f"{row['server_us']:.2f}",
+                    f"{row['budget_us']:.2f}",
+                    f"{row['floor']} {row['floor_us']:.2f}",
+                    f"{row['floor_over_budget']:.2f}",
+                    f"{row['generator_us']:.2f}" if row["generator_us"] else "-",
+                )
+            console.print(compared)
+    console.print(f"wrote {write_floors(floors, out, metadata)}")
+
+
 @app.command()
 def report(
     run: Annotated[Path | None, typer.Argument(help="A results run (default: the newest).")] = None,
