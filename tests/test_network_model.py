@@ -19,8 +19,12 @@ P99_AT = {  # label -> {(rtt ms, loss %): p99 ms}, as a sweep through the relay 
 }
 
 
-def networked(label: str, rtt: float, loss: float, p99: float, valid: bool = True) -> Result:
+def networked(
+    label: str, rtt: float, loss: float, p99: float, valid: bool = True, sends: float = 0.0
+) -> Result:
+    """``sends``: each user's sends in the window (0: no parameters recorded)."""
     return Result(
+        parameters={"rate_per_user": 1.0, "duration_s": sends} if sends else {},
         scenario="chat",
         transport=label,
         server="uvicorn",
@@ -102,6 +106,38 @@ def test_invalid_points_are_not_a_curve() -> None:
         results=[networked("sse", 0, 0, 5.0), networked("sse", 100, 0, 900.0, valid=False)],
     )
     assert not NetworkModel.from_runs([("results/x", run)]).rtt
+
+
+def test_sse_and_long_polling_send_connection_is_warm_or_cold_by_the_send_rate() -> None:
+    """The sweep opened SSE's send connection at 1 of each user's 10 sends, so its p99 paid the
+    handshake's round trip: two RTT. Clients sending within the 5 s keep-alive keep theirs warm
+    (one RTT, as HTTP/2 and WebSocket measure); clients sending less often pay it every time."""
+    points = {0: 3.0, 50: 103.0, 100: 203.0, 300: 603.0}
+    run = Summary(metadata=metadata(), results=[
+        networked("sse", rtt, 0, p99, sends=10) for rtt, p99 in points.items()
+    ])  # fmt: skip
+    model = NetworkModel.from_runs([("results/sweep", run)])
+    assert model.rtt["sse"].cold_share == pytest.approx(0.1)
+    measured = model.added_p99("sse", "sse", 100.0, 0.0)
+    assert measured.ms == 200.0, "without a send rate: the curve as measured"
+    warm = model.added_p99("sse", "sse", 100.0, 0.0, send_interval_s=1.0)
+    assert warm.ms == 100.0 and "less one RTT: 10% of the measured sends" in warm.source
+    cold = model.added_p99("sse", "sse", 100.0, 0.0, send_interval_s=10.0)
+    assert cold.ms == 200.0 and "every send opens its connection" in cold.source
+    # never under the formula: a curve that paid no handshake loses nothing
+    flat = Summary(metadata=metadata(), results=[
+        networked("sse", 0, 0, 3.0, sends=10), networked("sse", 100, 0, 104.0, sends=10)
+    ])  # fmt: skip
+    flat_model = NetworkModel.from_runs([("results/flat", flat)])
+    assert flat_model.added_p99("sse", "sse", 100.0, 0.0, send_interval_s=1.0).ms == 100.0
+    # without a curve the formula assumes a warm connection; a cold one adds its round trip
+    formula = NetworkModel.from_runs([])
+    assert formula.added_p99("sse", "sse", 100.0, 0.0, send_interval_s=1.0).ms == 100.0
+    cold_formula = formula.added_p99("longpoll", "longpoll", 100.0, 0.0, send_interval_s=30.0)
+    assert cold_formula.ms == 300.0 and not cold_formula.measured
+    # WebSocket and HTTP/2 send on the connection they already hold
+    assert formula.added_p99("ws", "ws", 100.0, 0.0, send_interval_s=30.0).ms == 100.0
+    assert formula.added_p99("h2", "h2", 100.0, 0.0, send_interval_s=30.0).ms == 100.0
 
 
 def test_decide_adds_the_measured_network_to_every_p99() -> None:

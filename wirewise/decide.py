@@ -592,7 +592,11 @@ def estimate(
     what an RTT and loss add to each p99 (measured curves; the formula without them)."""
     est = Estimate(connections=workload.clients)
     added = (network or NetworkModel()).added_p99(
-        profile.label, profile.transport, workload.rtt_ms, workload.loss_pct
+        profile.label,
+        profile.transport,
+        workload.rtt_ms,
+        workload.loss_pct,
+        1 / workload.send_rate if workload.send_rate > 0 else None,
     )
     if added.ms or workload.rtt_ms or workload.loss_pct:
         est.network_ms = added.ms

@@ -9,6 +9,14 @@ linearly; beyond the highest it is extended along its last segment, and the sour
 Loss adds what the lossy runs at the measured RTT nearest the one asked added over the same RTT
 without loss, interpolated in the loss.
 
+SSE and long polling send on an HTTP/1.1 connection of their own, which pays a handshake (one
+more round trip before the send reaches the server) whenever it is new: the measured chat opened
+it at each user's first send, 1 of 10 sends in its window, and that share sits in its p99. A
+workload whose clients send more often than the servers' keep-alive (uvicorn's, 5 s) keeps that
+connection warm: one round trip less than measured (never less than the formula). One whose
+clients send less often opens it for every send: the measured tail stands, and the formula gets
+the round trip added.
+
 Only without such a run (or for a backend it lacks) the theory's formula stands in, and the
 source says that too: a push transport's delivery pays one RTT (its send up, its delivery down),
 short polling 1.5 (its period grows by the poll's round trip), a long poll's tail two (what lands
@@ -26,10 +34,18 @@ from dataclasses import dataclass, field
 from wirewise.registry import PUSH_TRANSPORTS
 from wirewise.results import Summary
 
-__all__ = ["Added", "Curve", "NetworkModel", "chat_points", "interpolate"]
+__all__ = ["Added", "Curve", "NetworkModel", "chat_points", "cold_shares", "interpolate"]
 
 RTT_FACTORS = {"poll": 1.5, "longpoll": 2.0, **{t: 1.0 for t in PUSH_TRANSPORTS}}
 """Round trips a delivery's p99 pays, by theory (see the module's docstring)."""
+OWN_POST_CONNECTION = frozenset({"sse", "longpoll"})
+"""Transports whose sends go on an HTTP/1.1 connection of their own (short polling too, but its
+tail is its interval's)."""
+KEEP_ALIVE_S = 5.0
+"""Seconds an idle HTTP/1.1 connection stays open on wirewise's uvicorn servers (uvicorn's
+``timeout_keep_alive`` default, which they keep)."""
+COLD_IN_P99 = 0.01
+"""Share of sends opening a connection above which their extra round trip is in the p99."""
 MIN_RTO_MS = 200.0
 LOSS_IN_P99 = 0.75
 """Percent lost each way from which the retransmission stall reaches the p99 (by theory)."""
@@ -51,6 +67,8 @@ class Curve:
 
     run: str
     points: list[tuple[float, float]]
+    cold_share: float = 0.0
+    """Share of the measured sends that opened their connection (a user's first in the window)."""
 
 
 @dataclass
@@ -66,11 +84,14 @@ class NetworkModel:
         """``runs`` newest first (as :func:`wirewise.results.summaries` yields them)."""
         model = cls()
         for name, summary in runs:
+            shares = cold_shares(summary)
             for label, found in chat_points(summary).items():
-                model._learn(name, label, found)
+                model._learn(name, label, found, shares.get(label, 0.0))
         return model
 
-    def _learn(self, run: str, label: str, found: dict[tuple[float, float], float]) -> None:
+    def _learn(
+        self, run: str, label: str, found: dict[tuple[float, float], float], cold: float = 0.0
+    ) -> None:
         curve = sorted((rtt, p99) for (rtt, loss), p99 in found.items() if not loss)
         known = self.rtt.get(label)
         if (
@@ -78,7 +99,7 @@ class NetworkModel:
             and curve[0][0] == 0
             and (known is None or len(curve) > len(known.points))
         ):
-            self.rtt[label] = Curve(run, curve)
+            self.rtt[label] = Curve(run, curve, cold)
         if label in self.loss:
             return
         lossy = sorted({rtt for rtt, loss in found if loss > 0 and (rtt, 0.0) in found})
@@ -88,9 +109,20 @@ class NetworkModel:
                 for rtt in lossy
             }
 
-    def added_p99(self, label: str, transport: str, rtt_ms: float, loss_pct: float) -> Added:
-        """What ``rtt_ms`` and ``loss_pct`` add to ``label``'s p99."""
+    def added_p99(
+        self,
+        label: str,
+        transport: str,
+        rtt_ms: float,
+        loss_pct: float,
+        send_interval_s: float | None = None,
+    ) -> Added:
+        """What ``rtt_ms`` and ``loss_pct`` add to ``label``'s p99; ``send_interval_s``: how
+        often each client sends (None: they never do), which decides whether SSE's and long
+        polling's send connection is warm (see the module's docstring)."""
         rtt = self._rtt(label, transport, rtt_ms)
+        if transport in OWN_POST_CONNECTION and rtt_ms > 0 and send_interval_s is not None:
+            rtt = self._send_connection(rtt, label, transport, rtt_ms, send_interval_s)
         if loss_pct <= 0:
             return rtt
         loss = self._loss(label, rtt_ms, loss_pct)
@@ -118,6 +150,38 @@ class NetworkModel:
             round(value - curve.points[0][1], 1),
             f"{how} from chat/{label}'s p99 at each RTT in {curve.run} ({measured})",
             True,
+        )
+
+    def _send_connection(
+        self, rtt: Added, label: str, transport: str, rtt_ms: float, interval: float
+    ) -> Added:
+        """The round trip a new send connection costs, as this workload pays it or not."""
+        curve = self.rtt.get(label)
+        every = f"each client sends every {interval:.3g} s"
+        if interval < KEEP_ALIVE_S:
+            if not rtt.measured or curve is None or curve.cold_share <= COLD_IN_P99:
+                return rtt  # the formula and a warm measurement already assume a warm connection
+            floor = RTT_FACTORS.get(transport, 1.0) * rtt_ms
+            return Added(
+                round(max(rtt.ms - rtt_ms, floor), 1),
+                f"{rtt.source}, less one RTT: {curve.cold_share:.0%} of the measured sends opened"
+                f" their connection, and their handshake's round trip is in that p99; {every},"
+                f" within the servers' {KEEP_ALIVE_S:g} s keep-alive, so theirs stays open after a"
+                " session's first send (sessions of over 100 sends keep that one out of the p99)",
+                rtt.measured,
+            )
+        if rtt.measured and curve is not None and curve.cold_share > COLD_IN_P99:
+            return Added(
+                rtt.ms,
+                f"{rtt.source}; {every}, past the servers' {KEEP_ALIVE_S:g} s keep-alive, so every"
+                f" send opens its connection, as {curve.cold_share:.0%} did there (in that p99)",
+                rtt.measured,
+            )
+        return Added(
+            round(rtt.ms + rtt_ms, 1),
+            f"{rtt.source}; + one RTT: {every}, past the servers' {KEEP_ALIVE_S:g} s keep-alive,"
+            " so every send opens its connection and pays the handshake",
+            False,
         )
 
     def _loss(self, label: str, rtt_ms: float, loss_pct: float) -> Added:
@@ -156,6 +220,19 @@ def chat_points(summary: Summary) -> dict[str, dict[tuple[float, float], float]]
         key = (float(c.get("rtt_ms") or 0.0), float(c.get("loss_pct") or 0.0))
         points.setdefault(r.label, {})[key] = r.latency_ms.p99
     return points
+
+
+def cold_shares(summary: Summary) -> dict[str, float]:
+    """label -> share of its chat sends under conditions that opened a connection: a user's
+    first send of the window, one in ``rate x duration`` (the largest over the run's points)."""
+    shares: dict[str, float] = {}
+    for r in summary.results:
+        if r.scenario != "chat" or not r.conditions:
+            continue
+        sends = (r.parameters.get("rate_per_user") or 0) * (r.parameters.get("duration_s") or 0)
+        share = 1 / sends if sends >= 1 else 1.0
+        shares[r.label] = max(shares.get(r.label, 0.0), share)
+    return shares
 
 
 def interpolate(curve: list[tuple[float, float]], x: float) -> tuple[float, str]:
