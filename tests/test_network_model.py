@@ -140,6 +140,42 @@ def test_sse_and_long_polling_send_connection_is_warm_or_cold_by_the_send_rate()
     assert formula.added_p99("h2", "h2", 100.0, 0.0, send_interval_s=30.0).ms == 100.0
 
 
+def test_when_clients_never_send_a_message_crosses_the_network_once() -> None:
+    """A feed published behind the servers: the delivery pays the way down only, so the send's
+    half RTT (and SSE's handshake) comes off the measured curve, never below the one-way formula."""
+    run = Summary(metadata=metadata(), results=[
+        networked("sse", 0, 0, 3.0, sends=10), networked("sse", 100, 0, 203.0, sends=10),
+        networked("ws", 0, 0, 2.0, sends=10), networked("ws", 100, 0, 102.0, sends=10),
+        networked("longpoll", 0, 0, 5.0, sends=10), networked("longpoll", 100, 0, 290.0, sends=10),
+    ])  # fmt: skip
+    model = NetworkModel.from_runs([("results/sweep", run)])
+    ws = model.added_p99("ws", "ws", 100.0, 0.0, clients_send=False)
+    assert ws.ms == 50.0 and "less half an RTT: clients never send" in ws.source
+    sse = model.added_p99("sse", "sse", 100.0, 0.0, clients_send=False)
+    assert sse.ms == 50.0 and "less half an RTT and the handshake's RTT" in sse.source
+    assert model.added_p99("longpoll", "longpoll", 100.0, 0.0, clients_send=False).ms == 150.0
+    formula = NetworkModel.from_runs([]).added_p99("h2", "h2", 100.0, 0.0, clients_send=False)
+    assert (formula.ms, formula.measured) == (50.0, False) and "one way" in formula.source
+    # loss still adds its stall on top
+    lossy = NetworkModel.from_runs([]).added_p99("ws", "ws", 100.0, 2.0, clients_send=False)
+    assert lossy.ms == 250.0
+
+
+def test_decide_recommends_a_push_stream_for_a_feed_nobody_sends_to() -> None:
+    """Receive-only clients 100 ms away with a 150 ms bound: one way down fits SSE; the
+    two-way chat curve would have charged it two round trips and ruled it out."""
+    points = {0: 3.0, 50: 103.0, 100: 203.0}
+    run = Summary(metadata=metadata(), results=[
+        networked(label, rtt, 0, p99 - (100 if label != "sse" and rtt else 0), sends=10)
+        for label in ("sse", "ws", "h2") for rtt, p99 in points.items()
+    ])  # fmt: skip
+    model = NetworkModel.from_runs([("results/sweep", run)])
+    feed = Workload(200, 1.0, 0.0, 150.0, rtt_ms=100.0)
+    answer = decide(feed, plausible_run(), "base", network=model)
+    assert answer.estimates["sse"].network_ms == pytest.approx(50.0)
+    assert {r.transport: r for r in answer.ranking}["sse"].feasible
+
+
 def test_decide_adds_the_measured_network_to_every_p99() -> None:
     """The loopback run decides capacity; the sweep what 150 ms of RTT adds: two round trips
     of long polling leave no room in a 300 ms bound that SSE's one still meets, and each

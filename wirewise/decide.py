@@ -597,6 +597,7 @@ def estimate(
         workload.rtt_ms,
         workload.loss_pct,
         1 / workload.send_rate if workload.send_rate > 0 else None,
+        clients_send=workload.send_rate > 0,
     )
     if added.ms or workload.rtt_ms or workload.loss_pct:
         est.network_ms = added.ms

@@ -17,6 +17,12 @@ connection warm: one round trip less than measured (never less than the formula)
 clients send less often opens it for every send: the measured tail stands, and the formula gets
 the round trip added.
 
+Every measured message crossed the network twice (its sender is a client too). A workload whose
+clients never send gets its messages from behind the servers: a delivery crosses once, so the
+send's half round trip (and SSE's and long polling's handshake) comes off the measured curve,
+never below the one-way formula (half an RTT for a push, one for short polling, one and a half
+for a long poll: what lands while the next poll is on its way waits for it).
+
 Only without such a run (or for a backend it lacks) the theory's formula stands in, and the
 source says that too: a push transport's delivery pays one RTT (its send up, its delivery down),
 short polling 1.5 (its period grows by the poll's round trip), a long poll's tail two (what lands
@@ -38,6 +44,8 @@ __all__ = ["Added", "Curve", "NetworkModel", "chat_points", "cold_shares", "inte
 
 RTT_FACTORS = {"poll": 1.5, "longpoll": 2.0, **{t: 1.0 for t in PUSH_TRANSPORTS}}
 """Round trips a delivery's p99 pays, by theory (see the module's docstring)."""
+ONE_WAY_FACTORS = {"poll": 1.0, "longpoll": 1.5, **{t: 0.5 for t in PUSH_TRANSPORTS}}
+"""Round trips a delivery's p99 pays when its message does not cross the clients' network."""
 OWN_POST_CONNECTION = frozenset({"sse", "longpoll"})
 """Transports whose sends go on an HTTP/1.1 connection of their own (short polling too, but its
 tail is its interval's)."""
@@ -116,12 +124,16 @@ class NetworkModel:
         rtt_ms: float,
         loss_pct: float,
         send_interval_s: float | None = None,
+        clients_send: bool = True,
     ) -> Added:
-        """What ``rtt_ms`` and ``loss_pct`` add to ``label``'s p99; ``send_interval_s``: how
-        often each client sends (None: they never do), which decides whether SSE's and long
-        polling's send connection is warm (see the module's docstring)."""
+        """What ``rtt_ms`` and ``loss_pct`` add to ``label``'s p99. ``send_interval_s``: how
+        often each client sends (None: as in the measured chat), which decides whether SSE's
+        and long polling's send connection is warm; ``clients_send`` False: messages come from
+        behind the servers (see the module's docstring)."""
         rtt = self._rtt(label, transport, rtt_ms)
-        if transport in OWN_POST_CONNECTION and rtt_ms > 0 and send_interval_s is not None:
+        if rtt_ms > 0 and not clients_send:
+            rtt = self._one_way(rtt, label, transport, rtt_ms)
+        elif transport in OWN_POST_CONNECTION and rtt_ms > 0 and send_interval_s is not None:
             rtt = self._send_connection(rtt, label, transport, rtt_ms, send_interval_s)
         if loss_pct <= 0:
             return rtt
@@ -149,6 +161,28 @@ class NetworkModel:
         return Added(
             round(value - curve.points[0][1], 1),
             f"{how} from chat/{label}'s p99 at each RTT in {curve.run} ({measured})",
+            True,
+        )
+
+    def _one_way(self, rtt: Added, label: str, transport: str, rtt_ms: float) -> Added:
+        """No client sends: the messages come from behind the servers and cross once."""
+        floor = ONE_WAY_FACTORS.get(transport, 0.5) * rtt_ms
+        curve = self.rtt.get(label)
+        if not rtt.measured or curve is None:
+            return Added(
+                round(floor, 1),
+                f"formula: {ONE_WAY_FACTORS.get(transport, 0.5):g} x the {rtt_ms:g} ms RTT, one"
+                " way (clients never send: messages come from behind the servers)",
+                False,
+            )
+        handshake = (
+            rtt_ms if transport in OWN_POST_CONNECTION and curve.cold_share > COLD_IN_P99 else 0.0
+        )
+        less = "half an RTT" + (" and the handshake's RTT" if handshake else "")
+        return Added(
+            round(max(rtt.ms - rtt_ms / 2 - handshake, floor), 1),
+            f"{rtt.source}, less {less}: clients never send here, so a message crosses the"
+            f" network once, on its way down (never under {floor:g} ms, the one-way formula)",
             True,
         )
 
