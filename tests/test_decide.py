@@ -20,6 +20,7 @@ from wirewise.cli import main
 from wirewise.decide import Workload, WorkloadError, decide, profiles
 from wirewise.explain import (
     TOPICS,
+    best_sweep,
     cluster_runs,
     cluster_sentences,
     explain,
@@ -838,3 +839,18 @@ def test_proxies_and_polling_quote_the_committed_fallback_and_network_runs() -> 
     assert network is not None and network.startswith("Chat p50/p99 ms at each RTT added")
     assert " at 0, " in network and " at 300" in network
     assert fallback_sentence([]) is None and network_sentence([], ("sse",)) is None
+
+
+def test_sse_vs_ws_says_why_sse_paid_a_second_round_trip_in_the_committed_sweep() -> None:
+    """The sweep's SSE p99 is two RTT, HTTP/2's and WebSocket's one: the explanation names the
+    cold send connection, with the share of sends that opened it read from the sweep."""
+    committed = Path(__file__).resolve().parent.parent / "results"
+    reference = committed / (committed / "REFERENCE").read_text().strip()
+    text = " ".join(explain("sse-vs-ws", load_summary(reference), reference.name).split())
+    assert "a new one costs one more round trip for its handshake" in text
+    assert "sse 1/3 at 0" in text and "; h2 " in text and "; ws " in text
+    sweep = best_sweep([committed], ("sse",))
+    assert sweep is not None
+    sends = {r.parameters["rate_per_user"] * r.parameters["duration_s"] for r in sweep[1]}
+    (count,) = sends
+    assert f"each user's first send opened the connection, 1 of {count:.0f}" in text

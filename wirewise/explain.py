@@ -310,19 +310,10 @@ def fallback_sentence(bases: Iterable[Path]) -> str | None:
 def network_sentence(bases: Iterable[Path], labels: tuple[str, ...]) -> str | None:
     """Chat p50/p99 per RTT for ``labels`` from the network sweep with the most RTTs (the
     newest on a tie; ``bench --rtt``)."""
-    best: tuple[int, str, list[Result]] | None = None
-    for name, summary in summaries(bases, mentioning='"rtt_ms"'):
-        rows = [
-            r for r in summary.results
-            if r.scenario == "chat" and r.label in labels and r.valid and r.conditions
-            and not r.conditions.get("loss_pct") and r.latency_ms.p50 is not None
-        ]  # fmt: skip
-        rtts = len({r.conditions.get("rtt_ms") for r in rows})
-        if rtts >= 2 and (best is None or rtts > best[0]):
-            best = (rtts, name, rows)
-    if best is None:
+    found = best_sweep(bases, labels)
+    if found is None:
         return None
-    _, name, rows = best
+    name, rows = found
     parts = []
     for label in labels:
         points = sorted(
@@ -338,6 +329,22 @@ def network_sentence(bases: Iterable[Path], labels: tuple[str, ...]) -> str | No
         f"Chat p50/p99 ms at each RTT added ({name}, every point through the same relay):"
         f" {'; '.join(parts)}."
     )
+
+
+def best_sweep(bases: Iterable[Path], labels: tuple[str, ...]) -> tuple[str, list[Result]] | None:
+    """(run, its valid chat results for ``labels`` without loss) of the network sweep with the
+    most RTTs, the newest on a tie."""
+    best: tuple[int, str, list[Result]] | None = None
+    for name, summary in summaries(bases, mentioning='"rtt_ms"'):
+        rows = [
+            r for r in summary.results
+            if r.scenario == "chat" and r.label in labels and r.valid and r.conditions
+            and not r.conditions.get("loss_pct") and r.latency_ms.p50 is not None
+        ]  # fmt: skip
+        rtts = len({r.conditions.get("rtt_ms") for r in rows})
+        if rtts >= 2 and (best is None or rtts > best[0]):
+            best = (rtts, name, rows)
+    return None if best is None else (best[1], best[2])
 
 
 def proxy_sentences(runs: dict[str, tuple[str, Summary]]) -> list[str]:
@@ -559,7 +566,40 @@ def _sse_vs_ws(f: Facts) -> str:
         + "\n".join(lines)
         + f"\nMemory per idle connection: {'; '.join(memory)}.\n"
         "Rule of thumb: server-to-client mostly, SSE; both directions often, WebSocket.\n"
+        + _sse_network_text()
     )
+
+
+def _sse_network_text() -> str:
+    """Under a round trip SSE's sends pay for their own connection; measured where swept."""
+    labels = ("sse", "h2", "ws")
+    found = network_sentence(results_dirs(), labels)
+    sweep = best_sweep(results_dirs(), labels)
+    sends = max(
+        (
+            (r.parameters.get("rate_per_user") or 0) * (r.parameters.get("duration_s") or 0)
+            for r in (sweep[1] if sweep else [])
+            if r.label == "sse"
+        ),
+        default=0.0,
+    )
+    text = (
+        "On a real network a pushed delivery pays one round trip when its sender is a client (half"
+        " up, half down), half when it comes from behind the server. SSE's sends go on an HTTP/1.1"
+        " connection of their own, and a new one costs one more round trip for its handshake: every"
+        " send pays it when clients send less often than the server's keep-alive (uvicorn: 5 s), and"
+        " a session's first send always. HTTP/2 puts the POSTs on the stream's connection, a"
+        " WebSocket on its socket, so theirs never do."
+    )
+    if found:
+        text += f" {found}"
+    if found and sends >= 1:
+        text += (
+            f" In that chat each user's first send opened the connection, 1 of {sends:.0f}: that"
+            " is SSE's second round trip in the p99. `wirewise decide --rtt-ms` reads it against"
+            " the workload's send rate."
+        )
+    return "\n" + textwrap.fill(text, 96, break_on_hyphens=False) + "\n"
 
 
 def _polling(f: Facts) -> str:
