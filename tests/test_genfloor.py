@@ -52,10 +52,14 @@ def test_each_push_transport_is_compared_with_the_floor_below_its_reader() -> No
 
 @pytest.mark.timeout(120)
 def test_the_command_writes_its_figures_and_their_conditions(tmp_path: Path) -> None:
-    flags = ["--connections", "10", "--rounds", "5", "--interval-ms", "5", "--out", str(tmp_path)]
+    flags = ["--connections", "10", "--rounds", "5", "--interval-ms", "5", "--repeat", "2"]
+    flags += ["--out", str(tmp_path)]
     assert main(["generator-floor", *flags]) == 0
     (written,) = tmp_path.glob("generator-floor-*/floor.json")
     record = json.loads(written.read_text())
     assert [f["kind"] for f in record["floors"]] == list(KINDS)
-    assert all(f["deliveries"] == 50 for f in record["floors"])
+    assert all(f["deliveries"] == 100 and len(f["repeats"]) == 2 for f in record["floors"])
+    assert all(
+        min(f["repeats"]) <= f["us_per_delivery"] <= max(f["repeats"]) for f in record["floors"]
+    )
     assert record["metadata"]["git_commit"] and record["metadata"]["against"] is None

@@ -678,6 +678,9 @@ def generator_floor(
     interval_ms: Annotated[
         float, typer.Option(min=1.0, max=1000.0, help="Between two rounds (a broadcast's pace).")
     ] = 20.0,
+    repeat: Annotated[
+        int, typer.Option(min=1, max=20, help="Runs of each reader, interleaved; the median.")
+    ] = 3,
     against_run: Annotated[
         Path | None,
         typer.Option(
@@ -692,22 +695,20 @@ def generator_floor(
     """What reading one delivery costs a Python load generator at the least (no Locust)."""
     from rich.table import Table
 
-    from wirewise.genfloor import KINDS, against, measure, write_floors
+    from wirewise.genfloor import against, measure_all, write_floors
     from wirewise.results import collect_metadata, read_summary
 
     console = wide_console()
-    floors = []
-    for kind in KINDS:
-        with console.status(f"measuring {kind}"):
-            floors.append(measure(kind, connections, rounds, interval_ms / 1000))
-    table = Table("reader", "deliveries", "CPU s", "µs per delivery", "frame bytes")
+    with console.status(f"measuring each reader {repeat} time(s), interleaved"):
+        floors = measure_all(repeat, connections, rounds, interval_ms / 1000)
+    table = Table("reader", "deliveries", "CPU s", "µs per delivery (median)", "each repeat")
     for floor in floors:
         table.add_row(
             floor.kind,
             f"{floor.deliveries:,}",
             f"{floor.cpu_s:.3f}",
             f"{floor.us_per_delivery:.2f}",
-            str(floor.frame_bytes),
+            " ".join(f"{value:.2f}" for value in floor.repeats),
         )
     console.print(table)
     pointer = out / "REFERENCE"

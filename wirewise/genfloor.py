@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from wirewise.processes import child_setup, cores
 from wirewise.servers.core import Stored
 from wirewise.servers.sse import frame as sse_event
 
-__all__ = ["KINDS", "Floor", "against", "measure", "message_bytes", "write_floors"]
+__all__ = ["KINDS", "Floor", "against", "measure", "measure_all", "message_bytes", "write_floors"]
 
 KINDS = ("kernel", "ws", "sse")
 PAYLOAD = "x" * 100
@@ -63,7 +64,10 @@ class Floor:
     cpu_s: float
     wall_s: float
     us_per_delivery: float
+    """The median over the repeats (one repeat: its own figure)."""
     frame_bytes: int
+    repeats: list[float] = field(default_factory=list)
+    """Each repeat's CPU per delivery, in the order measured."""
 
 
 def message_bytes(kind: str, msg_id: int) -> bytes:
@@ -148,8 +152,37 @@ def measure(kind: str, connections: int = 500, rounds: int = 200, interval: floa
         raise RuntimeError(f"{kind}: the parse disagreed with the validating decoder")
     return Floor(
         kind, connections, rounds, deliveries, round(cpu, 6), round(wall, 3),
-        round(cpu / deliveries * 1e6, 3), frame_bytes,
+        round(cpu / deliveries * 1e6, 3), frame_bytes, [round(cpu / deliveries * 1e6, 3)],
     )  # fmt: skip
+
+
+def measure_all(
+    repeat: int = 3, connections: int = 500, rounds: int = 200, interval: float = 0.02
+) -> list[Floor]:
+    """Every kind ``repeat`` times, interleaved (one pass over the kinds, then the next), so a
+    slow moment of the machine lands on every kind; each figure is the median of its repeats
+    (single runs here vary by a fifth)."""
+    runs: dict[str, list[Floor]] = {kind: [] for kind in KINDS}
+    for _ in range(repeat):
+        for kind in KINDS:
+            runs[kind].append(measure(kind, connections, rounds, interval))
+    merged = []
+    for kind, floors in runs.items():
+        each = [f.us_per_delivery for f in floors]
+        merged.append(
+            Floor(
+                kind=kind,
+                connections=connections,
+                rounds=rounds,
+                deliveries=sum(f.deliveries for f in floors),
+                cpu_s=round(sum(f.cpu_s for f in floors), 6),
+                wall_s=round(sum(f.wall_s for f in floors), 3),
+                us_per_delivery=round(statistics.median(each), 3),
+                frame_bytes=floors[0].frame_bytes,
+                repeats=each,
+            )
+        )
+    return merged
 
 
 def _read(kind: str, hub: Hub, conns: list[Conn], frame_bytes: int) -> int:
