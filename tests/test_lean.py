@@ -167,3 +167,43 @@ def test_the_fast_parse_is_checked_against_the_validating_decoder(
         reader.close()
         sender.close()
         hub.stop()
+
+
+@pytest.mark.parametrize(
+    ("cut", "copies"),
+    [
+        pytest.param(lambda s: [s], 1, id="one-chunk-per-read"),
+        pytest.param(lambda s: [s[:7], s[7:50], s[50:]], 1, id="a-chunk-split-across-reads"),
+        pytest.param(lambda s: [s + s], 2, id="two-chunks-in-one-read"),
+        pytest.param(lambda s: [s.replace(b"\r\n", b";x=1\r\n", 1)], 1, id="a-chunk-extension"),
+    ],
+)
+def test_sse_stream_reads_the_same_deliveries_however_the_reads_fall(
+    cut: Callable[[bytes], list[bytes]], copies: int
+) -> None:
+    """The in-place path for the usual read (one whole chunk) and the general one agree."""
+    import socket
+
+    from wirewise.clients.lean.base import LeanSubscription
+    from wirewise.clients.lean.sse import SseConn, SseLeanClient
+    from wirewise.genfloor import message_bytes
+
+    hub = Hub()
+    ours, theirs = socket.socketpair()
+    client = SseLeanClient("http://127.0.0.1:1", hub)
+    conn = SseConn(hub, ours, LeanSubscription(client, "floor", 7, None), chunked=True)
+    ping = b"8\r\n: ping\n\n\r\n"
+    stream = [message_bytes("sse", 1_000_001), ping, message_bytes("sse", 1_000_002)]
+    try:
+        for index, part in enumerate(stream):
+            for read in cut(part):
+                conn.on_data(read, 1_000 + index)
+    finally:
+        conn.sock.close()
+        theirs.close()
+    got = list(hub.deliveries)
+    rows = [tuple(got[i : i + 4]) for i in range(0, len(got), 4)]
+    assert [(room, msg_id) for room, msg_id, _, _ in rows] == [(7, 1_000_001), (7, 1_000_002)]
+    assert [received for *_, received in rows] == [1_000, 1_002]
+    assert hub.duplicates == 2 * (copies - 1), "a copy of a delivered id is dropped and counted"
+    assert not (conn._raw or conn._text or conn._left or conn._trailer), "nothing left over"

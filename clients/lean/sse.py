@@ -35,7 +35,34 @@ class SseConn(Conn):
         self._text = b""  # decoded stream not yet ended by a blank line
 
     def on_data(self, data: bytes, received: int) -> None:
+        fresh = not (self._raw or self._left or self._trailer or self._text)
+        if self._chunked and fresh and self.one_chunk(data, received):
+            return
         self.events(self.unchunk(data) if self._chunked else data, received)
+
+    def one_chunk(self, data: bytes, received: int) -> bool:
+        """The usual read, in place: one whole chunk of whole events, nothing left over from
+        before. Anything else (a split chunk, several, an extension) returns False untouched,
+        for the general path. This halves what an SSE delivery costs the generator."""
+        eol = data.find(b"\r\n", 0, 18)
+        if eol <= 0:
+            return False
+        try:
+            length = int(data[:eol], 16)
+        except ValueError:  # a chunk extension
+            return False
+        start = eol + 2
+        end = start + length
+        if not length or end + 2 != len(data) or not data.endswith(b"\n\n\r\n"):
+            return False
+        sub = self.sub
+        at = start
+        while (stop := data.find(b"\n\n", at, end)) >= 0:
+            found = data.find(b"data: ", at, stop)
+            if found >= 0:
+                sub.message(data, found + 6, stop, received)
+            at = stop + 2
+        return True
 
     def unchunk(self, data: bytes) -> bytes:
         buffer = self._raw + data if self._raw else data
