@@ -207,7 +207,8 @@ class LeanSubscription:
             except Refused as exc:
                 self.hub.events[f"refused:{exc.code}"] += 1
                 return
-            except (ClientError, OSError):
+            except (ClientError, OSError) as exc:
+                self.hub.events[f"resume_failed:{type(exc).__name__}"] += 1
                 if time.monotonic() > deadline:
                     self.hub.events["gave_up"] += 1
                     return
