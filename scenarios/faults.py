@@ -331,6 +331,23 @@ def back(receiver: Receiver, restart: dict[str, float]) -> float | None:
     return min(times) if times else None
 
 
+def slowest(moved: list[tuple[float, Receiver]], count: int = 3) -> list[dict[str, Any]]:
+    """The slowest clients back after a kill: how many times their subscription ended or failed
+    to open (the lost session included) and the last reason, so a straggler can be traced."""
+    found = []
+    for ms, receiver in sorted(moved, key=lambda item: item[0], reverse=True)[:count]:
+        sub = getattr(receiver.user, "sub", None)
+        found.append(
+            {
+                "reconnect_ms": ms,
+                "room": receiver.room,
+                "ends_and_failed_attempts": sub.reconnects if sub is not None else None,
+                "last_failure": sub.last_failure if sub is not None else None,
+            }
+        )
+    return found
+
+
 def opts_drain(environment: Any) -> float:
     return min(float(options(environment).drain), 2.0)
 
@@ -349,7 +366,7 @@ STORM_CAP_S = 30.0
 
 def storms(restart: dict[str, Any]) -> list[tuple[float, float]]:
     """(kill, end) per kill of a failover or rolling restart: from the SIGKILL/SIGTERM to the
-    first message of the last session reopened because of it."""
+    first message of the last session reopened because of it (the slow reader's apart)."""
     kills = sorted(restart.get("kills") or [restart["killed_at"]])
     spans = []
     for kill, following in zip(kills, [*kills[1:], math.inf], strict=True):
@@ -357,7 +374,8 @@ def storms(restart: dict[str, Any]) -> list[tuple[float, float]]:
         back_at = [
             min(times)
             for r in LEDGER.receivers
-            if (times := [t for t in r.sessions if kill <= t < limit])
+            if r.room != SLOW_ROOM  # the server cuts it off by design: not the kill's doing
+            and (times := [t for t in r.sessions if kill <= t < limit])
         ]
         spans.append((kill, max(back_at, default=kill)))
     return spans
@@ -404,6 +422,8 @@ def accounting(restart: dict[str, Any] | None) -> dict[str, Any]:
     listening = restart["listening_at"] if restart else math.inf
     counts = Counter[str]()
     reconnect_ms: list[float] = []
+    moved: list[tuple[float, Receiver]] = []
+    slow_back_ms: float | None = None
     silent: list[dict[str, Any]] = []
     for receiver in LEDGER.receivers:
         acked = [
@@ -412,13 +432,19 @@ def accounting(restart: dict[str, Any] | None) -> dict[str, Any]:
         after_kill = [(t, cursor) for t, cursor in receiver.gaps if t >= killed]
         came_back = back(receiver, restart) if restart else None
         kills = (restart or {}).get("kills")
-        if kills:  # a rolling restart: each reopened session, from the stop that caused it
+        slow = receiver.room == SLOW_ROOM  # cut off by design, so its sessions are not the kill's
+        if kills and not slow:  # a rolling restart: each reopened session, from its stop
             for t in receiver.sessions:
                 before = [k for k in kills if k <= t]
                 if before:
                     reconnect_ms.append(round((t - max(before)) * 1000, 1))
-        elif came_back is not None:
-            reconnect_ms.append(round((came_back - listening) * 1000, 1))
+        elif came_back is not None and not kills:
+            ms = round((came_back - listening) * 1000, 1)
+            if slow:
+                slow_back_ms = ms
+            else:
+                reconnect_ms.append(ms)
+                moved.append((ms, receiver))
         for key, msg_id, acked_at, _ in acked:
             copies = receiver.got.get(key, 0)
             counts["expected"] += 1
@@ -453,6 +479,8 @@ def accounting(restart: dict[str, Any] | None) -> dict[str, Any]:
         "receivers": len(LEDGER.receivers),
         "connected_at_end": LEDGER.connected_at_end,
         "reconnect_ms": sorted(reconnect_ms),
+        "slowest_reconnects": slowest(moved),
+        "slow_reader_back_ms": slow_back_ms,
         "slow_reader_reconnects": next(
             (r.session for r in LEDGER.receivers if r.room == SLOW_ROOM), None
         ),

@@ -489,7 +489,8 @@ def test_faults_run_kills_restarts_and_accounts_for_every_delivery(tmp_path: Pat
     (result,) = read_summary(run)["results"]
     faults, deliveries = result["faults"], result["deliveries"]
     assert faults["killed"] and 0 < faults["outage_s"] < 15
-    assert faults["all_back"] and faults["reconnect_ms"]["count"] == faults["clients"] > 0
+    assert faults["all_back"] and faults["reconnect_ms"]["count"] == faults["clients"] - 1 > 0
+    assert faults["slow_reader_back_ms"] is not None, "the slow reader came back, counted apart"
     reconnect = faults["reconnect_ms"]
     assert 0 <= reconnect["p50"] <= reconnect["p99"] <= reconnect["max"] < 15_000
     # The one silent loss this can meet is the known stale-cursor hole (test_faults.py).
@@ -632,6 +633,9 @@ def test_failover_run_moves_the_killed_instances_clients_and_loses_nothing(
     assert survivors["before_ms"]["count"] > 0 and survivors["during_ms"]["count"] > 0
     assert survivors["after_ms"]["count"] > 0 and survivors["after_s"] > 0
     assert 0 < survivors["during_ms"]["p50"] <= survivors["during_ms"]["max"]
+    slowest = faults["slowest_reconnects"]
+    assert 1 <= len(slowest) <= 3 and slowest[0]["reconnect_ms"] == faults["reconnect_ms"]["max"]
+    assert slowest[0]["ends_and_failed_attempts"] >= 1 and slowest[0]["last_failure"]
     out = tmp_path / "report"
     assert main(["report", str(run), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
@@ -770,3 +774,15 @@ def test_saturate_ramps_to_the_transports_knee(tmp_path: Path, transport: str) -
         assert result["validity"]["valid"], result["validity"]["reasons"]
         held = result["highest_rate_held"]
         assert held["deliveries_per_s"] > 0 and not result["load_generator"]["saturated"]
+
+
+def test_a_straggler_after_a_kill_is_named_with_what_its_subscription_went_through() -> None:
+    from wirewise.summarize import _straggler
+
+    slow = {"reconnect_ms": 11_365.3, "ends_and_failed_attempts": 4, "last_failure": "no answer"}
+    faults = {"reconnect_ms": {"p50": 173.1, "p99": 891.4}, "slowest_reconnects": [slow]}
+    said = _straggler(faults)
+    assert said is not None and "11,365 ms (reconnect p99 891)" in said
+    assert "4 time(s), the last because: no answer" in said
+    assert _straggler({**faults, "reconnect_ms": {"p99": 4_000.0}}) is None, "not an outlier"
+    assert _straggler({"reconnect_ms": {}, "slowest_reconnects": []}) is None

@@ -621,12 +621,14 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     failover = bool(restart and restart.get("failover"))
     # After a failover only the killed instance's clients move, and everyone must be connected
     # at the end; after a restart every client comes back.
-    back = ledger.get("connected_at_end", 0) if failover else len(reconnects)
+    slow_back = ledger.get("slow_reader_back_ms")  # apart: the server cuts it off by design
+    came = len(reconnects) + (slow_back is not None)
+    back = ledger.get("connected_at_end", 0) if failover else came
     faults: dict[str, Any] = {
         "killed": (restart or {}).get("failover", "the server") if restart else None,
         "outage_s": round(restart["listening_at"] - restart["killed_at"], 3) if restart else None,
         "clients": receivers,
-        "moved": len(reconnects) if failover else None,
+        "moved": len(reconnects) if failover else None,  # the slow reader apart
         "on_killed_instance": _held(injected.get("stats_before_kill")) if failover else None,
         "reconnect_ms": _nearest_ranks(reconnects),
         "all_back": bool(restart) and 0 < receivers == back,
@@ -644,6 +646,8 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
         + server_count(injected.get("stats_at_end")),
         "slow_consumer_errors_seen": ledger.get("slow_consumer_errors", 0),
         "slow_reader_reconnects": ledger.get("slow_reader_reconnects"),
+        "slow_reader_back_ms": slow_back,
+        "slowest_reconnects": ledger.get("slowest_reconnects") or [],
         "server_rss_peak_bytes": max(rss) if rss else None,
         "survivors": _survivors(ledger.get("survivors")),
     }
@@ -653,6 +657,9 @@ def _faults(raw: RawRun, repeat: Repeat) -> None:
     warnings = repeat.warnings
     if injected.get("error"):
         warnings.append(injected["error"])
+    straggler = _straggler(faults)
+    if straggler:
+        warnings.append(straggler)
     if not restart:
         warnings.append("the server was not killed: no reconnect was measured")
     elif not faults["all_back"]:
@@ -697,6 +704,21 @@ def _fallback(raw: RawRun, repeat: Repeat) -> None:
         repeat.warnings.append(f"{unsettled} of {clients} clients found no transport that opened")
     window = scenario["window"]
     repeat.load_generator = generator_of(raw, [(window["start"], window["end"])], 0)
+
+
+def _straggler(faults: dict[str, Any]) -> str | None:
+    """The slowest client back, when it took over three times the reconnect p99: what its
+    subscription went through (the scenario records it), so the outlier can be traced."""
+    slowest = faults.get("slowest_reconnects") or []
+    p99 = (faults.get("reconnect_ms") or {}).get("p99")
+    if not slowest or not p99 or slowest[0]["reconnect_ms"] <= 3 * p99:
+        return None
+    first = slowest[0]
+    return (
+        f"a straggler: one client came back after {first['reconnect_ms']:,.0f} ms (reconnect p99"
+        f" {p99:,.0f}), its subscription ended or failed to open {first['ends_and_failed_attempts']}"
+        f" time(s), the last because: {first['last_failure']}"
+    )
 
 
 def _survivors(found: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -753,7 +775,9 @@ def _process_warnings(raw: RawRun, repeat: Repeat) -> None:
     for code, count in sorted((raw.scenario.get("refusals") or {}).items()):
         repeat.warnings.append(f"{count} sends were answered '{code}'")
     for kind, count in sorted((raw.scenario.get("events") or {}).items()):
-        if kind.startswith(("error:", "refused:", "send_failed", "parse_error", "gave_up")):
+        if kind.startswith(
+            ("error:", "refused:", "send_failed", "parse_error", "gave_up", "resume_failed")
+        ):
             repeat.warnings.append(f"{count} times {kind} seen by the clients")
         elif kind == "reconnect":
             repeat.warnings.append(f"{count} subscriptions reconnected during the run")
