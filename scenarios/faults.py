@@ -383,15 +383,17 @@ def storms(restart: dict[str, Any]) -> list[tuple[float, float]]:
 
 def survivors_latency(restart: dict[str, Any]) -> dict[str, Any]:
     """Delivery latency of the clients the kill did not touch (no session reopened in the
-    storm): before the first kill (the slow reader's flood included), during each storm, and
-    after the last storm to the window's end (calm: the baseline), from the same run; what a
-    failover costs the users who stayed put. Timed from each message's schedule, so a moved
+    storm; never the slow reader itself): before the first kill (its flood's load included),
+    during each storm, and after the last storm to the window's end (calm: the baseline), from
+    the same run; what a failover costs the users who stayed put. Timed from each message's schedule, so a moved
     sender's late messages count against the survivors who received them, as a user sees it."""
     spans = storms(restart)
     window_end = (RECORDER.window or (0, 0))[1] / 1e6
     before, during, after = Histogram(), Histogram(), Histogram()
     survivors: set[int] = set()
     for index, receiver in enumerate(LEDGER.receivers):
+        if receiver.room == SLOW_ROOM:
+            continue  # it reads slowly by design: its latency is its own, not a survivor's
         moved = [any(k <= t <= end for t in receiver.sessions) for k, end in spans]
         if not all(moved):
             survivors.add(index)
