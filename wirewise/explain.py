@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wirewise.decide import results_dirs
+from wirewise.network_model import sends_per_user
 from wirewise.registry import backend
 from wirewise.report.deployments import hop
 from wirewise.report.select import first_reason
@@ -576,12 +577,7 @@ def _sse_network_text() -> str:
     found = network_sentence(results_dirs(), labels)
     sweep = best_sweep(results_dirs(), labels)
     sends = max(
-        (
-            (r.parameters.get("rate_per_user") or 0) * (r.parameters.get("duration_s") or 0)
-            for r in (sweep[1] if sweep else [])
-            if r.label == "sse"
-        ),
-        default=0.0,
+        (sends_per_user(r) for r in (sweep[1] if sweep else []) if r.label == "sse"), default=0.0
     )
     text = (
         "On a real network a pushed delivery pays one round trip when its sender is a client (half"

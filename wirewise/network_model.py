@@ -38,9 +38,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wirewise.registry import PUSH_TRANSPORTS
-from wirewise.results import Summary
+from wirewise.results import Result, Summary
 
-__all__ = ["Added", "Curve", "NetworkModel", "chat_points", "cold_shares", "interpolate"]
+__all__ = [
+    "Added",
+    "Curve",
+    "NetworkModel",
+    "chat_points",
+    "cold_share",
+    "cold_shares",
+    "interpolate",
+    "sends_per_user",
+]
 
 RTT_FACTORS = {"poll": 1.5, "longpoll": 2.0, **{t: 1.0 for t in PUSH_TRANSPORTS}}
 """Round trips a delivery's p99 pays, by theory (see the module's docstring)."""
@@ -256,16 +265,25 @@ def chat_points(summary: Summary) -> dict[str, dict[tuple[float, float], float]]
     return points
 
 
+def sends_per_user(result: Result) -> float:
+    """Each user's sends in the measured window: ``rate x duration`` (0 when not recorded)."""
+    params = result.parameters
+    return float((params.get("rate_per_user") or 0) * (params.get("duration_s") or 0))
+
+
+def cold_share(result: Result) -> float:
+    """The share of a sender's sends that opened a connection: its first (the HTTP/1.1
+    transports send on a second connection, opened at the first send) of those in the window."""
+    sends = sends_per_user(result)
+    return 1 / sends if sends >= 1 else 1.0
+
+
 def cold_shares(summary: Summary) -> dict[str, float]:
-    """label -> share of its chat sends under conditions that opened a connection: a user's
-    first send of the window, one in ``rate x duration`` (the largest over the run's points)."""
+    """label -> :func:`cold_share` of its chat results under conditions (the largest)."""
     shares: dict[str, float] = {}
     for r in summary.results:
-        if r.scenario != "chat" or not r.conditions:
-            continue
-        sends = (r.parameters.get("rate_per_user") or 0) * (r.parameters.get("duration_s") or 0)
-        share = 1 / sends if sends >= 1 else 1.0
-        shares[r.label] = max(shares.get(r.label, 0.0), share)
+        if r.scenario == "chat" and r.conditions:
+            shares[r.label] = max(shares.get(r.label, 0.0), cold_share(r))
     return shares
 
 

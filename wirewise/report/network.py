@@ -30,6 +30,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wirewise.network_model import COLD_IN_P99, cold_share
 from wirewise.report.blocks import Block, Figures, Heading, Para, Table
 from wirewise.report.select import conditions, first_reason
 from wirewise.report.text import num
@@ -113,18 +114,11 @@ def at_least(slack: float) -> Callable[[float, float], bool]:
     return held
 
 
-def cold_share(r: Result) -> float:
-    """The share of a sender's sends that open a connection: its first (HTTP/1.1 transports
-    send on a second connection, opened at the first send), out of those in the window."""
-    sends = (r.parameters.get("rate_per_user") or 0) * (r.parameters.get("duration_s") or 0)
-    return 1 / sends if sends >= 1 else 1.0
-
-
 def _push_tail(r: Result, zero: Result | None, rtt: float) -> Prediction:
     """A push transport's p99: one RTT, or two where more than 1 % of sends open a connection
     (SSE's POSTs go on a connection of their own, and a new one pays its handshake: the send
     reaches the server 1.5 RTT after it left, not 0.5)."""
-    if r.transport == "sse" and cold_share(r) > 0.01:
+    if r.transport == "sse" and cold_share(r) > COLD_IN_P99:
         return _check(
             f"SSE p99 = floor + 2 RTT ({cold_share(r):.0%} of sends open their connection)",
             r, zero, "p99", 2 * rtt, near(0.15), f"p99 at rtt 0 + 2 x {rtt:g}",
