@@ -711,8 +711,7 @@ def generator_floor(
             " ".join(f"{value:.2f}" for value in floor.repeats),
         )
     console.print(table)
-    pointer = out / "REFERENCE"
-    run = against_run or (out / pointer.read_text().strip() if pointer.is_file() else None)
+    run = against_run or named_reference(out)
     metadata = collect_metadata(sys.argv)
     metadata["against"] = str(run) if run else None
     if run is not None and (run / "summary.json").is_file():
@@ -757,13 +756,19 @@ def report(
     write_report(run_dir, out, console, reference or reference_run(run_dir))
 
 
-def reference_run(run_dir: Path) -> Path | None:
-    """The run ``results/REFERENCE`` names, unless it is ``run_dir`` itself."""
-    pointer = run_dir.parent / "REFERENCE"
+def named_reference(results: Path) -> Path | None:
+    """The run ``results/REFERENCE`` names, when there is one."""
+    pointer = results / "REFERENCE"
     if not pointer.is_file():
         return None
-    found = run_dir.parent / pointer.read_text().strip()
-    return found if found.is_dir() and found.resolve() != run_dir.resolve() else None
+    found = results / pointer.read_text().strip()
+    return found if found.is_dir() else None
+
+
+def reference_run(run_dir: Path) -> Path | None:
+    """The run ``results/REFERENCE`` names, unless it is ``run_dir`` itself."""
+    found = named_reference(run_dir.parent)
+    return found if found is not None and found.resolve() != run_dir.resolve() else None
 
 
 def write_report(
